@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * The decision for one connect() or sendmsg(): which service is dialled,
+ * whether a rule allows it, which backend a VIP turns into, and whether a
+ * quota holds it back. Workers here return 0 or a negative errno; only the
+ * hook entry turns that into a verdict.
+ */
+#ifndef SM_BPF_POLICY_H
+#define SM_BPF_POLICY_H
+
+#include "common.h"
+#include "stats.h"
+#include "quota.h"
+
+struct sm_decision {
+	struct sm_sockaddr backend;	/* VIPs: where the connection goes */
+	__u32 dst_svc;
+	__u32 rule;
+	__u8 verdict;
+	__u8 reason;
+	__u8 subset;
+	__u8 kind;			/* enum sm_dest_kind, 0: not in the mesh */
+	__u8 quota_held;
+	__u8 pad[3];
+};
+
+static __always_inline struct sm_dest_val *
+dest_lookup(__u32 slot, const struct sm_sockaddr *dst, __u8 proto)
+{
+	struct sm_dest_key key = {
+		.addr = dst->addr,
+		.port = dst->port,
+		.proto = proto,
+		.slot = slot,
+	};
+
+	return bpf_map_lookup_elem(&SM_MAP_DEST, &key);
+}
+
+/* The service whose endpoint host an address is, or world. */
+static __always_inline __u32 peer_svc(__u32 slot, const struct sm_addr *addr)
+{
+	struct sm_dest_key key = { .addr = *addr, .slot = slot };
+	struct sm_dest_val *v;
+
+	v = bpf_map_lookup_elem(&SM_MAP_DEST, &key);
+	return v ? v->svc : SM_SVC_WORLD;
+}
+
+/* A rule for exactly this port, else one for any port. */
+static __always_inline int rule_find(__u32 slot, __u32 src, __u32 dst,
+				     __be16 port, __u8 proto, __u32 *index)
+{
+	struct sm_rule_key key = {
+		.src = src,
+		.dst = dst,
+		.port = port,
+		.proto = proto,
+		.slot = slot,
+	};
+	struct sm_rule_val *v;
+
+	v = bpf_map_lookup_elem(&SM_MAP_RULE, &key);
+	if (!v) {
+		key.port = 0;
+		v = bpf_map_lookup_elem(&SM_MAP_RULE, &key);
+	}
+	if (!v)
+		return 0;
+	*index = v->index;
+	return 1;
+}
+
+/* FNV-1a over the caller's identity and the service: affinity's choice. */
+static __always_inline __u32 affinity_hash(__u64 caller, __u32 svc)
+{
+	__u32 h = 2166136261U;
+	__u64 x = caller ^ ((__u64)svc << 32);
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		h ^= (__u8)(x >> (8 * i));
+		h *= 16777619U;
+	}
+	return h;
+}
+
+/*
+ * Choose a subset by weight, then one of its endpoints evenly. `pick` is
+ * random, or the affinity hash so one caller keeps one subset.
+ */
+static __always_inline int backend_pick(__u32 slot, __u32 svc,
+					const struct sm_svc_val *sv,
+					__u32 list, __u32 pick,
+					struct sm_decision *d)
+{
+	struct sm_backend_key key = { .svc = svc };
+	struct sm_backend_val *be;
+	__u32 total, r, n, i, subset = 0;
+
+	if (list >= SM_LISTS)
+		return -SM_ERRNO_NO_BACKEND;
+	total = sv->total_weight[list];
+	if (!total)
+		return -SM_ERRNO_NO_BACKEND;
+
+	/* Step 1: the subset whose cumulative weight first exceeds r. */
+	r = pick % total;
+	for (i = 0; i < SM_MAX_SUBSETS; i++) {
+		if (r < sv->cum_weight[list][i]) {
+			subset = i;
+			break;
+		}
+	}
+
+	/* Step 2: an endpoint of that subset, always at random. */
+	n = sv->n_endpoints[list][subset & (SM_MAX_SUBSETS - 1)];
+	if (!n)
+		return -SM_ERRNO_NO_BACKEND;
+	key.idx = bpf_get_prandom_u32() % n;
+	key.subset = subset;
+	key.slot = slot | (list << 1);
+	be = bpf_map_lookup_elem(&SM_MAP_BACKEND, &key);
+	if (!be)
+		return -SM_ERRNO_NO_BACKEND;
+
+	d->backend = be->sa;
+	d->subset = subset;
+	return 0;
+}
+
+/*
+ * Decide a connection from service `src` to `dst` over `proto`. On
+ * success d->kind says whether dst was a VIP (d->backend is then the
+ * address to use). Returns 0 to let it proceed, or the negative errno the
+ * application gets; d->verdict and d->reason say why in both cases.
+ */
+static __always_inline int __sock_decide(__u32 slot, __u32 src, __u64 caller,
+					 const struct sm_sockaddr *dst,
+					 __u8 proto, __u32 list,
+					 struct sm_decision *d)
+{
+	struct sm_svc_key skey = { .slot = slot };
+	struct sm_dest_val *dv;
+	struct sm_svc_val *sv;
+	struct sm_config *cfg;
+	__u32 pick;
+	int err;
+
+	d->verdict = SM_V_ALLOWED;
+	d->rule = SM_RULE_NONE;
+	d->subset = SM_SUBSET_NONE;
+
+	/* Step 1: what is being dialled. Not in the mesh: defaults.egress. */
+	dv = dest_lookup(slot, dst, proto);
+	if (!dv) {
+		d->dst_svc = SM_SVC_WORLD;
+		d->reason = SM_WHY_EGRESS_ALLOW;
+		if (src == SM_SVC_WORLD)
+			return 0;
+		cfg = bpf_map_lookup_elem(&SM_MAP_CONFIG, &slot);
+		if (cfg && cfg->egress == SM_EGRESS_DENY) {
+			d->verdict = SM_V_DENIED;
+			d->reason = SM_WHY_EGRESS;
+			return -SM_ERRNO_DENIED;
+		}
+		return 0;
+	}
+	d->kind = dv->kind;
+	d->dst_svc = dv->svc;
+	if (dv->kind == SM_DEST_ENDPOINT)
+		d->subset = dv->subset;
+
+	/* Step 2: a rule, else audit mode lets it pass and records it. */
+	if (rule_find(slot, src, dv->svc, dst->port, proto, &d->rule)) {
+		d->reason = SM_WHY_RULE;
+	} else if (dv->mode == SM_MODE_AUDIT) {
+		d->verdict = SM_V_AUDIT;
+		d->reason = SM_WHY_NO_RULE;
+	} else {
+		d->verdict = SM_V_DENIED;
+		d->reason = SM_WHY_NO_RULE;
+		return -SM_ERRNO_DENIED;
+	}
+
+	/* Step 3: a VIP becomes one backend of a subset chosen by weight. */
+	if (dv->kind == SM_DEST_VIP) {
+		skey.svc = dv->svc;
+		sv = bpf_map_lookup_elem(&SM_MAP_SVC, &skey);
+		if (!sv) {
+			err = -SM_ERRNO_NO_BACKEND;
+		} else {
+			pick = sv->affinity == SM_AFFINITY_SOURCE ?
+				       affinity_hash(caller, dv->svc) :
+				       bpf_get_prandom_u32();
+			err = backend_pick(slot, dv->svc, sv, list, pick, d);
+		}
+		if (err) {
+			d->verdict = SM_V_NO_BACKEND;
+			d->reason = SM_WHY_NO_ENDPOINTS;
+			return err;
+		}
+	}
+
+	/* Step 4: quotas hold TCP connections of this pair back. */
+	if (proto == IPPROTO_TCP) {
+		err = quota_take(slot, src, dv->svc, &d->reason,
+				 &d->quota_held);
+		if (err) {
+			d->verdict = SM_V_QUOTA;
+			return err;
+		}
+	}
+	return 0;
+}
+
+#endif /* SM_BPF_POLICY_H */

@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * connect() and sendmsg(): the forward half shared by connect4/6 and
+ * sendmsg4/6, and the reverse half that recvmsg and getpeername use to
+ * show the application the VIP it dialled instead of the backend.
+ */
+#ifndef SM_BPF_SOCK_H
+#define SM_BPF_SOCK_H
+
+#include "common.h"
+#include "ctx.h"
+#include "identity.h"
+#include "policy.h"
+#include "stats.h"
+
+/* The VIP translation this socket already has for vip, or -1. */
+static __always_inline int xlate_find_vip(const struct sm_sk *s,
+					  const struct sm_sockaddr *vip)
+{
+	int i;
+
+	for (i = 0; i < SM_SK_XLATE; i++) {
+		if (i < s->n_xlate && sa_equal(&s->xlate[i].vip, vip))
+			return i;
+	}
+	return -1;
+}
+
+/*
+ * Reverse translation: a backend address this socket reached through a
+ * VIP becomes that VIP. Does nothing for a socket that never dialled one.
+ */
+static __always_inline int xlate_rev(const struct sm_sk *s,
+				     struct sm_sockaddr *sa)
+{
+	int i;
+
+	for (i = 0; i < SM_SK_XLATE; i++) {
+		if (i < s->n_xlate && sa_equal(&s->xlate[i].backend, sa)) {
+			*sa = s->xlate[i].vip;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Remember vip -> backend. A UDP socket that dials more VIPs than there
+ * are slots reuses the oldest; replies through the forgotten VIP then show
+ * the backend's address.
+ */
+static __always_inline void xlate_add(struct sm_sk *s,
+				      const struct sm_sockaddr *vip,
+				      const struct sm_sockaddr *backend)
+{
+	__u32 i = s->n_xlate;
+
+	if (i >= SM_SK_XLATE) {
+		i = s->xlate_next % SM_SK_XLATE;
+		s->xlate_next++;
+	} else {
+		s->n_xlate = i + 1;
+	}
+	s->xlate[i & (SM_SK_XLATE - 1)].vip = *vip;
+	s->xlate[i & (SM_SK_XLATE - 1)].backend = *backend;
+}
+
+/* A deny, no-backend or quota verdict: counted and recorded. */
+static __always_inline void sock_record_reject(const struct sm_sk *s,
+					       __u32 src,
+					       const struct sm_sockaddr *dst,
+					       __u8 proto,
+					       const struct sm_decision *d)
+{
+	struct sm_event *e;
+
+	pair_count(src, d->dst_svc, d->verdict);
+	e = event_new(SM_EV_DENY);
+	if (!e)
+		return;
+	e->cgid = s ? s->cgid : bpf_get_current_cgroup_id();
+	e->src_subset = s ? s->subset : SM_SUBSET_NONE;
+	e->src_svc = src;
+	e->dst_svc = d->dst_svc;
+	e->verdict = d->verdict;
+	e->reason = d->reason;
+	e->rule = d->rule;
+	e->proto = proto;
+	e->orig = *dst;
+	e->dst = *dst;
+	ctx_task(&e->pid, e->comm);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* An allowed or audited connection: the socket keeps what was decided. */
+static __always_inline void sock_commit(struct sm_sk *s,
+					const struct sm_sockaddr *orig,
+					const struct sm_decision *d, __u8 proto)
+{
+	s->verdict = d->verdict;
+	s->reason = d->reason;
+	s->rule = d->rule;
+	s->dst_svc = d->dst_svc;
+	s->dst_subset = d->subset;
+	s->proto = proto;
+	s->orig = *orig;
+	s->dst = d->kind == SM_DEST_VIP ? d->backend : *orig;
+	s->start_ns = bpf_ktime_get_ns();
+	ctx_task(&s->pid, s->comm);
+	trace_id_new(s->trace_id);
+	__sync_fetch_and_or(&s->flags, SM_SK_MANAGED);
+	if (d->quota_held)
+		__sync_fetch_and_or(&s->flags, SM_SK_QUOTA_HELD);
+}
+
+/* An event for the decision now in the socket's state. */
+static __always_inline void sock_record(const struct sm_sk *s, __u8 type)
+{
+	struct sm_event *e = event_new(type);
+
+	if (!e)
+		return;
+	event_from_sk(e, s);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * The forward half. dst is the address the application gave; when the
+ * result is 1 it has been rewritten and the hook must store it back.
+ * Returns 0 (unchanged), 1 (rewritten) or a negative errno to reject.
+ */
+static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
+				      struct sm_sockaddr *dst, __u32 list,
+				      int is_send)
+{
+	struct sm_decision d = {};
+	struct bpf_sock *sk = ctx->sk;
+	struct sm_sockaddr orig;
+	struct sm_sk *s;
+	__u32 slot, src;
+	__u64 caller;
+	__u8 proto;
+	int err, i;
+
+	if (!sk)
+		return 0;
+	proto = (__u8)ctx->protocol;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	/* A connect() on a socket already connecting: the kernel answers. */
+	if (proto == IPPROTO_TCP && sk->state != SM_TCP_CLOSE)
+		return 0;
+
+	/* Step 1: who is calling. */
+	slot = active_slot();
+	s = sk_get(sk, slot, 0);
+	src = s ? s->svc : SM_SVC_WORLD;
+	caller = src != SM_SVC_WORLD ? src : bpf_get_current_cgroup_id();
+
+	/* Step 2: the decision; a rejected call is recorded and fails. */
+	orig = *dst;
+	err = __sock_decide(slot, src, caller, dst, proto, list, &d);
+	if (err) {
+		sock_record_reject(s, src, &orig, proto, &d);
+		return err;
+	}
+	if (!d.kind && src == SM_SVC_WORLD)
+		return 0;
+
+	/* Step 3: the socket keeps the decision. */
+	if (!s)
+		s = sk_get(sk, slot, 1);
+	if (!s) {
+		if (d.quota_held)
+			quota_release(src, d.dst_svc);
+		return d.kind == SM_DEST_VIP ? -SM_ERRNO_NO_BACKEND : 0;
+	}
+
+	/* A UDP socket keeps its backend for a VIP for its lifetime. */
+	if (d.kind == SM_DEST_VIP) {
+		i = xlate_find_vip(s, &orig);
+		if (i >= 0 && proto == IPPROTO_UDP)
+			d.backend = s->xlate[i & (SM_SK_XLATE - 1)].backend;
+		else if (i < 0 || proto == IPPROTO_TCP)
+			xlate_add(s, &orig, &d.backend);
+	}
+
+	/* Unconnected UDP: only a new destination is a new flow. */
+	if (is_send && s->verdict == d.verdict && sa_equal(&s->orig, &orig) &&
+	    (s->flags & SM_SK_MANAGED)) {
+		if (d.kind == SM_DEST_VIP)
+			*dst = d.backend;
+		return d.kind == SM_DEST_VIP;
+	}
+
+	if (proto == IPPROTO_TCP)
+		s->n_xlate = d.kind == SM_DEST_VIP ? 1 : 0;
+	sock_commit(s, &orig, &d, proto);
+	pair_count(src, d.dst_svc, d.verdict);
+	if (d.kind == SM_DEST_VIP)
+		canary_count(d.dst_svc, d.subset);
+
+	/*
+	 * Step 4: records. A TCP connection is recorded when it is
+	 * established (sockops knows both addresses then); an audit and a
+	 * UDP flow are recorded now.
+	 */
+	if (d.verdict == SM_V_AUDIT)
+		sock_record(s, SM_EV_AUDIT);
+	else if (proto == IPPROTO_UDP)
+		sock_record(s, SM_EV_CONNECT);
+
+	if (d.kind != SM_DEST_VIP)
+		return 0;
+	*dst = d.backend;
+	return 1;
+}
+
+/* The reverse half, for recvmsg and getpeername. */
+static __always_inline int __sock_rev(struct bpf_sock_addr *ctx,
+				      struct sm_sockaddr *sa)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct sm_sk *s;
+
+	if (!sk)
+		return 0;
+	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
+	if (!s || !s->n_xlate)
+		return 0;
+	return xlate_rev(s, sa);
+}
+
+#endif /* SM_BPF_SOCK_H */
