@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+
+#include "apply.h"
+#include "log.h"
+
+/* Where each policy map's key keeps its slot. */
+static void key_set_slot(enum sm_pmap m, void *key, uint32_t slot)
+{
+	switch (m) {
+	case SM_PM_CGROUP:
+		((struct sm_cgroup_key *)key)->slot = slot;
+		break;
+	case SM_PM_DEST:
+		((struct sm_dest_key *)key)->slot = (uint8_t)slot;
+		break;
+	case SM_PM_SVC:
+		((struct sm_svc_key *)key)->slot = slot;
+		break;
+	case SM_PM_BACKEND: {
+		/* The backend key's slot byte also carries the list. */
+		struct sm_backend_key *k = key;
+
+		k->slot = (uint8_t)((k->slot & ~1U) | slot);
+		break;
+	}
+	case SM_PM_RULE:
+		((struct sm_rule_key *)key)->slot = (uint8_t)slot;
+		break;
+	case SM_PM_QCFG:
+		((struct sm_quota_cfg_key *)key)->slot = slot;
+		break;
+	default:
+		break;
+	}
+}
+
+static uint32_t key_slot(enum sm_pmap m, const void *key)
+{
+	switch (m) {
+	case SM_PM_CGROUP:
+		return ((const struct sm_cgroup_key *)key)->slot;
+	case SM_PM_DEST:
+		return ((const struct sm_dest_key *)key)->slot;
+	case SM_PM_SVC:
+		return ((const struct sm_svc_key *)key)->slot;
+	case SM_PM_BACKEND:
+		return ((const struct sm_backend_key *)key)->slot & 1;
+	case SM_PM_RULE:
+		return ((const struct sm_rule_key *)key)->slot;
+	case SM_PM_QCFG:
+		return ((const struct sm_quota_cfg_key *)key)->slot;
+	default:
+		return 0;
+	}
+}
+
+/* Read a map back into two slot images (keys stored with slot 0). */
+static int read_map(struct sm_applier *a, enum sm_pmap m)
+{
+	struct sm_kvs *s0 = &a->slot[0]->maps[m];
+	size_t ks = s0->key_size, vs = s0->val_size;
+	uint8_t *key = NULL, *next, *val;
+	uint32_t slot;
+	int err = 0;
+
+	next = malloc(ks);
+	val = malloc(vs);
+	if (!next || !val) {
+		err = -ENOMEM;
+		goto out;
+	}
+	while (!bpf_map_get_next_key(a->fds[m], key, next)) {
+		if (!key)
+			key = malloc(ks);
+		if (!key) {
+			err = -ENOMEM;
+			goto out;
+		}
+		memcpy(key, next, ks);
+		if (bpf_map_lookup_elem(a->fds[m], key, val))
+			continue;
+		slot = key_slot(m, key) & 1;
+		key_set_slot(m, next, 0);
+		err = sm_kvs_add(&a->slot[slot]->maps[m], next, val);
+		if (err)
+			goto out;
+	}
+	sm_kvs_sort(&a->slot[0]->maps[m]);
+	sm_kvs_sort(&a->slot[1]->maps[m]);
+out:
+	free(key);
+	free(next);
+	free(val);
+	return err;
+}
+
+void sm_applier_free(struct sm_applier *a)
+{
+	sm_image_free(a->slot[0]);
+	sm_image_free(a->slot[1]);
+	a->slot[0] = a->slot[1] = NULL;
+}
+
+/* Forget what the slots were thought to hold and read the maps again. */
+static int reread(struct sm_applier *a)
+{
+	__u32 slot;
+	int m, err;
+
+	sm_applier_free(a);
+	a->slot[0] = sm_image_new();
+	a->slot[1] = sm_image_new();
+	if (!a->slot[0] || !a->slot[1])
+		return -ENOMEM;
+	for (m = 0; m < SM_PM_MAX; m++) {
+		err = read_map(a, m);
+		if (err)
+			return err;
+	}
+	for (slot = 0; slot < SM_SLOTS; slot++)
+		if (bpf_map_lookup_elem(a->config_fd, &slot,
+					&a->slot[slot]->config))
+			return -errno;
+	return 0;
+}
+
+int sm_applier_init(struct sm_applier *a, struct sm_dp *dp,
+		    const uint32_t *sizes)
+{
+	struct sm_active act = {};
+	__u32 zero = 0;
+	int m;
+
+	memset(a, 0, sizeof(*a));
+	a->active_fd = sm_dp_map_fd(dp, SM_STR(SM_MAP_ACTIVE));
+	a->config_fd = sm_dp_map_fd(dp, SM_STR(SM_MAP_CONFIG));
+	if (bpf_map_lookup_elem(a->active_fd, &zero, &act))
+		return -errno;
+	a->active = act.slot & 1;
+	a->generation = act.generation;
+
+	for (m = 0; m < SM_PM_MAX; m++) {
+		a->fds[m] = sm_dp_map_fd(dp, sm_pmap_name(m));
+		a->limits[m] = sm_dp_size_limit(sizes, sm_pmap_size_index(m));
+	}
+	return reread(a);
+}
+
+uint32_t sm_applier_entries(const struct sm_applier *a, enum sm_pmap m)
+{
+	return (uint32_t)a->slot[a->active]->maps[m].n;
+}
+
+/* The changes that turn set `old` into set `new`, keys given a slot. */
+struct delta {
+	size_t n_del, n_upd;
+	uint8_t *del_keys, *upd_keys, *upd_vals;
+};
+
+static int delta_build(enum sm_pmap m, const struct sm_kvs *old,
+		       const struct sm_kvs *new, uint32_t slot,
+		       struct delta *d)
+{
+	size_t ks = old->key_size, vs = old->val_size, i = 0, j = 0;
+	int c;
+
+	memset(d, 0, sizeof(*d));
+	d->del_keys = malloc((old->n + 1) * ks);
+	d->upd_keys = malloc((new->n + 1) * ks);
+	d->upd_vals = malloc((new->n + 1) * vs);
+	if (!d->del_keys || !d->upd_keys || !d->upd_vals)
+		return -ENOMEM;
+
+	/* Both sets are sorted: one merge pass. */
+	while (i < old->n || j < new->n) {
+		const uint8_t *ok = old->keys + i * ks, *nk = new->keys + j * ks;
+
+		c = i == old->n ? 1 : j == new->n ? -1 : memcmp(ok, nk, ks);
+		if (c < 0) {
+			memcpy(d->del_keys + d->n_del * ks, ok, ks);
+			key_set_slot(m, d->del_keys + d->n_del++ * ks, slot);
+			i++;
+			continue;
+		}
+		if (c > 0 || memcmp(old->vals + i * vs, new->vals + j * vs, vs)) {
+			memcpy(d->upd_keys + d->n_upd * ks, nk, ks);
+			memcpy(d->upd_vals + d->n_upd * vs, new->vals + j * vs,
+			       vs);
+			key_set_slot(m, d->upd_keys + d->n_upd++ * ks, slot);
+		}
+		if (c == 0)
+			i++;
+		j++;
+	}
+	return 0;
+}
+
+static void delta_free(struct delta *d)
+{
+	free(d->del_keys);
+	free(d->upd_keys);
+	free(d->upd_vals);
+}
+
+static int delta_write(int fd, const struct delta *d)
+{
+	__u32 count;
+
+	if (d->n_del) {
+		count = (__u32)d->n_del;
+		if (bpf_map_delete_batch(fd, d->del_keys, &count, NULL) &&
+		    errno != ENOENT)
+			return -errno;
+	}
+	if (d->n_upd) {
+		count = (__u32)d->n_upd;
+		if (bpf_map_update_batch(fd, d->upd_keys, d->upd_vals, &count,
+					 NULL))
+			return -errno;
+	}
+	return 0;
+}
+
+/* Refuse a policy that does not fit before touching anything. */
+static int check_fit(const struct sm_applier *a, const struct sm_image *img,
+		     struct sm_diags *diags)
+{
+	int m, err = 0;
+
+	for (m = 0; m < SM_PM_MAX; m++) {
+		if (img->maps[m].n <= a->limits[m])
+			continue;
+		sm_diags_add(diags, (struct sm_loc){ 0, 0 },
+			     "policy needs %zu entries in map %s, which holds "
+			     "%u per policy (raise --map-size %s=N)",
+			     img->maps[m].n, sm_pmap_name(m), a->limits[m],
+			     sm_dp_size_name(sm_pmap_size_index(m)));
+		err = -E2BIG;
+	}
+	return err;
+}
+
+static int image_equal(const struct sm_image *x, const struct sm_image *y)
+{
+	int m;
+
+	if (x->config.egress != y->config.egress)
+		return 0;
+	for (m = 0; m < SM_PM_MAX; m++) {
+		const struct sm_kvs *p = &x->maps[m], *q = &y->maps[m];
+
+		if (p->n != q->n || memcmp(p->keys, q->keys, p->n * p->key_size) ||
+		    memcmp(p->vals, q->vals, p->n * p->val_size))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Wait until no program can still be running with the old slot: programs
+ * run inside RCU read-side sections, and MEMBARRIER_CMD_GLOBAL returns
+ * after a grace period. Kernels with nohz_full refuse it; a pause far
+ * longer than any program run stands in.
+ */
+static void wait_readers(void)
+{
+	struct timespec ts = { .tv_nsec = 50 * 1000 * 1000 };
+
+	if (syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0))
+		nanosleep(&ts, NULL);
+}
+
+static int write_slot(struct sm_applier *a, const struct sm_image *img,
+		      uint32_t slot, struct sm_diags *diags)
+{
+	struct delta d;
+	int m, err = 0;
+
+	for (m = 0; m < SM_PM_MAX && !err; m++) {
+		err = delta_build(m, &a->slot[slot]->maps[m], &img->maps[m],
+				  slot, &d);
+		if (!err)
+			err = delta_write(a->fds[m], &d);
+		if (err)
+			sm_diags_add(diags, (struct sm_loc){ 0, 0 },
+				     "map %s: update: %s", sm_pmap_name(m),
+				     strerror(-err));
+		delta_free(&d);
+	}
+	return err;
+}
+
+int sm_apply(struct sm_applier *a, struct sm_image *img,
+	     struct sm_diags *diags)
+{
+	uint32_t next = a->active ^ 1;
+	struct sm_active act = {};
+	__u32 zero = 0;
+	int err;
+
+	err = check_fit(a, img, diags);
+	if (err)
+		return err;
+	if (image_equal(img, a->slot[a->active])) {
+		sm_image_free(img);
+		return 0;
+	}
+
+	/* Step 1: the slot nobody reads becomes the new policy. */
+	err = write_slot(a, img, next, diags);
+	if (!err) {
+		img->config.generation = a->generation + 1;
+		if (bpf_map_update_elem(a->config_fd, &next, &img->config,
+					BPF_ANY))
+			err = -errno;
+	}
+	if (err) {
+		/* The unread slot holds a mix now: learn what it holds. */
+		if (reread(a))
+			pr_warn("policy maps: cannot read back: %s\n",
+				strerror(errno));
+		return err;
+	}
+
+	/* Step 2: one update switches every program to it. */
+	act.slot = next;
+	act.schema = SM_SCHEMA_VERSION;
+	act.generation = a->generation + 1;
+	if (bpf_map_update_elem(a->active_fd, &zero, &act, BPF_ANY))
+		return -errno;
+
+	/* Step 3: no reader of the old slot is left once this returns. */
+	wait_readers();
+	sm_image_free(a->slot[next]);
+	a->slot[next] = img;
+	a->active = next;
+	a->generation++;
+	return 0;
+}

@@ -1,0 +1,449 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "loader.h"
+#include "log.h"
+#include "pins.h"
+#include "sockmesh.skel.h"
+#include "sockmesh/abi.h"
+
+/* Which size option sets which map, and whether it holds two slots. */
+static const struct {
+	const char *map;
+	enum sm_map_size size;
+	int slotted;
+} map_sizes[] = {
+	{ SM_STR(SM_MAP_CGROUP), SM_SIZE_CGROUP, 1 },
+	{ SM_STR(SM_MAP_DEST), SM_SIZE_DEST, 1 },
+	{ SM_STR(SM_MAP_SVC), SM_SIZE_SVC, 1 },
+	{ SM_STR(SM_MAP_BACKEND), SM_SIZE_BACKEND, 1 },
+	{ SM_STR(SM_MAP_RULE), SM_SIZE_RULE, 1 },
+	{ SM_STR(SM_MAP_QCFG), SM_SIZE_QUOTA, 1 },
+	{ SM_STR(SM_MAP_QSTATE), SM_SIZE_QUOTA, 0 },
+	{ SM_STR(SM_MAP_PAIR), SM_SIZE_PAIR, 0 },
+	{ SM_STR(SM_MAP_CANARY), SM_SIZE_CANARY, 0 },
+	{ SM_STR(SM_MAP_TRACE), SM_SIZE_TRACE, 0 },
+	{ SM_STR(SM_MAP_LOCAL), SM_SIZE_LOCAL, 0 },
+	{ SM_STR(SM_MAP_NAMES), SM_SIZE_NAMES, 0 },
+	{ SM_STR(SM_MAP_EVENTS), SM_SIZE_EVENTS, 0 },
+};
+
+static const struct {
+	const char *name;
+	uint32_t def;
+} size_opts[SM_SIZE_MAX] = {
+	[SM_SIZE_CGROUP] = { "cgroup", 4096 },
+	[SM_SIZE_DEST] = { "dest", 16384 },
+	[SM_SIZE_SVC] = { "service", 4096 },
+	[SM_SIZE_BACKEND] = { "backend", 32768 },
+	[SM_SIZE_RULE] = { "rule", 131072 },
+	[SM_SIZE_QUOTA] = { "quota", 4096 },
+	[SM_SIZE_PAIR] = { "pair", 16384 },
+	[SM_SIZE_CANARY] = { "canary", 4096 },
+	[SM_SIZE_TRACE] = { "trace", 65536 },
+	[SM_SIZE_LOCAL] = { "local", 65536 },
+	[SM_SIZE_NAMES] = { "names", 8192 },
+	[SM_SIZE_EVENTS] = { "events", 4 << 20 },
+};
+
+/* Hook labels for metrics and logs, by program. */
+static const struct {
+	const char *prog;
+	const char *label;
+} hook_labels[] = {
+	{ "sm_sock_create", "sock_create" },
+	{ "sm_sock_release", "sock_release" },
+	{ "sm_connect4", "connect4" },
+	{ "sm_connect6", "connect6" },
+	{ "sm_sendmsg4", "sendmsg4" },
+	{ "sm_sendmsg6", "sendmsg6" },
+	{ "sm_recvmsg4", "recvmsg4" },
+	{ "sm_recvmsg6", "recvmsg6" },
+	{ "sm_getpeer4", "getpeername4" },
+	{ "sm_getpeer6", "getpeername6" },
+	{ "sm_sockops", "sockops" },
+	{ "sm_getsockopt", "getsockopt" },
+	{ "sm_ingress", "ingress" },
+};
+
+void sm_dp_default_sizes(uint32_t *sizes)
+{
+	int i;
+
+	for (i = 0; i < SM_SIZE_MAX; i++)
+		sizes[i] = size_opts[i].def;
+}
+
+const char *sm_dp_size_name(enum sm_map_size s)
+{
+	return s < SM_SIZE_MAX ? size_opts[s].name : "?";
+}
+
+uint32_t sm_dp_size_limit(const uint32_t *sizes, enum sm_map_size s)
+{
+	return sizes[s];
+}
+
+int sm_dp_parse_size(const char *arg, uint32_t *sizes)
+{
+	const char *eq = strchr(arg, '=');
+	unsigned long long v;
+	char *end;
+	int i;
+
+	if (!eq)
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(eq + 1, &end, 10);
+	if (errno || *end || end == eq + 1 || !v || v > (1U << 30))
+		return -ERANGE;
+	for (i = 0; i < SM_SIZE_MAX; i++) {
+		if (strlen(size_opts[i].name) != (size_t)(eq - arg) ||
+		    strncmp(arg, size_opts[i].name, eq - arg))
+			continue;
+		/* A ring buffer is a power of two of pages. */
+		if (i == SM_SIZE_EVENTS && ((v & (v - 1)) || v < 4096))
+			return -ERANGE;
+		sizes[i] = (uint32_t)v;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+static const char *hook_label(const char *prog)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(hook_labels) / sizeof(hook_labels[0]); i++)
+		if (!strcmp(hook_labels[i].prog, prog))
+			return hook_labels[i].label;
+	return prog;
+}
+
+static void set_sizes(struct bpf_object *obj, const uint32_t *sizes)
+{
+	struct bpf_map *map;
+	size_t i;
+
+	for (i = 0; i < sizeof(map_sizes) / sizeof(map_sizes[0]); i++) {
+		map = bpf_object__find_map_by_name(obj, map_sizes[i].map);
+		if (!map)
+			continue;
+		bpf_map__set_max_entries(map, sizes[map_sizes[i].size] *
+						      (map_sizes[i].slotted ?
+							       SM_SLOTS : 1));
+	}
+}
+
+/*
+ * A pinned map that the new object cannot use as it is: say which and why,
+ * rather than leave it to libbpf's "parameter mismatch".
+ */
+static int check_pinned(struct bpf_map *map, const char *path)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	int fd, err = 0;
+
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len)) {
+		err = -errno;
+		goto out;
+	}
+	if (info.type != bpf_map__type(map) ||
+	    info.key_size != bpf_map__key_size(map) ||
+	    info.value_size != bpf_map__value_size(map)) {
+		pr_warn("pinned map %s has another layout than this agent's "
+			"(schema %d); run 'sockmesh uninstall' first\n",
+			path, SM_SCHEMA_VERSION);
+		err = -EINVAL;
+	} else if (info.max_entries != bpf_map__max_entries(map)) {
+		pr_warn("pinned map %s holds %u entries, this agent is set to "
+			"%u: keep the earlier --map-size, or run 'sockmesh "
+			"uninstall' first\n",
+			path, info.max_entries, bpf_map__max_entries(map));
+		err = -EINVAL;
+	}
+out:
+	close(fd);
+	return err;
+}
+
+static int set_pins(struct sm_dp *dp)
+{
+	char path[PATH_MAX];
+	struct bpf_map *map;
+	int err;
+
+	bpf_object__for_each_map(map, dp->skel->obj) {
+		if (bpf_map__is_internal(map))
+			continue;
+		err = sm_pin_map_path(dp->bpffs, bpf_map__name(map), path,
+				      sizeof(path));
+		if (!err)
+			err = check_pinned(map, path);
+		if (!err)
+			err = bpf_map__set_pin_path(map, path);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Pinned state of another schema is refused before anything changes. */
+static int check_schema(const char *bpffs)
+{
+	struct sm_active a = {};
+	__u32 key = 0;
+	int fd, err = 0;
+
+	fd = sm_pin_map_open(bpffs, SM_STR(SM_MAP_ACTIVE));
+	if (fd < 0)
+		return fd == -ENOENT ? 0 : fd;
+	if (bpf_map_lookup_elem(fd, &key, &a))
+		err = -errno;
+	else if (a.schema && a.schema != SM_SCHEMA_VERSION) {
+		pr_warn("pinned state under %s has schema %u, this agent "
+			"writes %u: run 'sockmesh uninstall --bpffs %s' and "
+			"start again\n",
+			bpffs, a.schema, SM_SCHEMA_VERSION, bpffs);
+		err = -EPROTO;
+	}
+	close(fd);
+	return err;
+}
+
+static int init_active(struct sm_dp *dp)
+{
+	int fd = bpf_map__fd(dp->skel->maps.SM_MAP_ACTIVE);
+	struct sm_active a = {};
+	__u32 key = 0;
+
+	if (bpf_map_lookup_elem(fd, &key, &a))
+		return -errno;
+	if (a.schema == SM_SCHEMA_VERSION)
+		return 0;
+	a.schema = SM_SCHEMA_VERSION;
+	return bpf_map_update_elem(fd, &key, &a, BPF_ANY) ? -errno : 0;
+}
+
+static int fill_hooks(struct sm_dp *dp)
+{
+	struct bpf_prog_info info;
+	struct bpf_program *prog;
+	__u32 len;
+
+	bpf_object__for_each_program(prog, dp->skel->obj) {
+		struct sm_hook *h = &dp->hooks[dp->n_hooks];
+
+		if (dp->n_hooks == SM_HOOKS_MAX)
+			return -E2BIG;
+		memset(&info, 0, sizeof(info));
+		len = sizeof(info);
+		if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len))
+			return -errno;
+		h->prog = bpf_program__name(prog);
+		h->label = hook_label(h->prog);
+		h->attach_type = bpf_program__expected_attach_type(prog);
+		h->prog_id = info.id;
+		dp->n_hooks++;
+	}
+	return 0;
+}
+
+int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *o)
+{
+	int err;
+
+	memset(dp, 0, sizeof(*dp));
+	dp->cgroup_fd = -1;
+	snprintf(dp->bpffs, sizeof(dp->bpffs), "%s", o->bpffs);
+
+	err = sm_pins_prepare(o->bpffs);
+	if (err)
+		return err;
+	err = check_schema(o->bpffs);
+	if (err)
+		return err;
+	dp->adopted = sm_pins_exist(o->bpffs);
+
+	dp->cgroup_fd = open(o->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dp->cgroup_fd < 0) {
+		err = -errno;
+		pr_warn("cgroup '%s': open: %s\n", o->cgroup, strerror(-err));
+		return err;
+	}
+
+	dp->skel = sockmesh__open();
+	if (!dp->skel) {
+		err = -errno;
+		pr_warn("BPF object: open: %s\n", strerror(-err));
+		goto err_close_cgroup;
+	}
+	dp->skel->rodata->g_root_level = o->root_level;
+	set_sizes(dp->skel->obj, o->sizes);
+	err = set_pins(dp);
+	if (err)
+		goto err_destroy_skel;
+
+	err = sockmesh__load(dp->skel);
+	if (err) {
+		pr_warn("BPF object: load: %s (run with -v for the verifier "
+			"log; is the agent running as root?)\n",
+			strerror(-err));
+		goto err_destroy_skel;
+	}
+	err = init_active(dp);
+	if (!err)
+		err = fill_hooks(dp);
+	if (err)
+		goto err_destroy_skel;
+	pr_info("BPF object loaded; maps %s under %s/maps\n",
+		dp->adopted ? "adopted" : "pinned", dp->bpffs);
+	return 0;
+
+err_destroy_skel:
+	sockmesh__destroy(dp->skel);
+	dp->skel = NULL;
+err_close_cgroup:
+	close(dp->cgroup_fd);
+	dp->cgroup_fd = -1;
+	return err;
+}
+
+/* The cgroup and attach type a pinned link is for. */
+static int link_target(int fd, __u64 *cgid, __u32 *type)
+{
+	struct bpf_link_info info = {};
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -errno;
+	if (info.type != BPF_LINK_TYPE_CGROUP)
+		return -EINVAL;
+	*cgid = info.cgroup.cgroup_id;
+	*type = info.cgroup.attach_type;
+	return 0;
+}
+
+static int cgroup_fd_id(int fd, __u64 *id)
+{
+	struct {
+		struct file_handle fh;
+		__u64 cgid;
+	} h = { .fh.handle_bytes = sizeof(__u64) };
+	int mount_id;
+
+	if (name_to_handle_at(fd, "", &h.fh, &mount_id, AT_EMPTY_PATH))
+		return -errno;
+	*id = h.cgid;
+	return 0;
+}
+
+/*
+ * Switch a pinned link to the new program in one step. Returns -ENOLINK
+ * when the link is defunct (its cgroup is gone), so a new one is made.
+ */
+static int link_update(struct sm_dp *dp, struct sm_hook *h,
+		       struct bpf_program *prog, const char *path)
+{
+	struct bpf_link *link;
+	__u64 want = 0, have = 0;
+	__u32 type = 0;
+	int err;
+
+	link = bpf_link__open(path);
+	if (!link)
+		return -errno;
+	err = cgroup_fd_id(dp->cgroup_fd, &want);
+	if (!err)
+		err = link_target(bpf_link__fd(link), &have, &type);
+	if (!err && !have)
+		err = -ENOLINK;
+	if (!err && (have != want || (int)type != h->attach_type)) {
+		pr_warn("pinned link %s is attached elsewhere (cgroup id %llu, "
+			"ours %llu); is another agent using --bpffs %s?\n",
+			path, (unsigned long long)have,
+			(unsigned long long)want, dp->bpffs);
+		err = -EEXIST;
+	}
+	if (!err)
+		err = bpf_link__update_program(link, prog);
+	bpf_link__destroy(link);
+	return err;
+}
+
+static int link_create(struct sm_dp *dp, struct bpf_program *prog,
+		       const char *path)
+{
+	struct bpf_link *link;
+	int err;
+
+	link = bpf_program__attach_cgroup(prog, dp->cgroup_fd);
+	if (!link)
+		return -errno;
+	err = bpf_link__pin(link, path);
+	bpf_link__destroy(link);
+	return err;
+}
+
+int sm_dp_attach(struct sm_dp *dp)
+{
+	char path[PATH_MAX];
+	struct bpf_program *prog;
+	unsigned int i;
+	int err = 0;
+
+	for (i = 0; i < dp->n_hooks && !err; i++) {
+		struct sm_hook *h = &dp->hooks[i];
+
+		prog = bpf_object__find_program_by_name(dp->skel->obj, h->prog);
+		err = sm_pin_link_path(dp->bpffs, h->prog, path, sizeof(path));
+		if (err)
+			break;
+		if (access(path, F_OK) == 0) {
+			err = link_update(dp, h, prog, path);
+			if (err == -ENOLINK) {
+				unlink(path);
+				err = link_create(dp, prog, path);
+			}
+		} else {
+			err = link_create(dp, prog, path);
+		}
+		if (err)
+			pr_warn("prog '%s': attach (%s): %s\n", h->prog,
+				h->label, strerror(-err));
+	}
+	if (!err)
+		pr_info("%u programs attached; links pinned under %s/links\n",
+			dp->n_hooks, dp->bpffs);
+	return err;
+}
+
+void sm_dp_close(struct sm_dp *dp)
+{
+	sockmesh__destroy(dp->skel);
+	dp->skel = NULL;
+	if (dp->cgroup_fd >= 0)
+		close(dp->cgroup_fd);
+	dp->cgroup_fd = -1;
+}
+
+int sm_dp_map_fd(struct sm_dp *dp, const char *name)
+{
+	struct bpf_map *map;
+
+	map = bpf_object__find_map_by_name(dp->skel->obj, name);
+	return map ? bpf_map__fd(map) : -ENOENT;
+}

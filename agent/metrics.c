@@ -1,0 +1,337 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+/*
+ * /metrics: the datapath's per-CPU counters summed, named by service, plus
+ * the agent's own state. Labels carry service names, never addresses.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "agent.h"
+#include "compile.h"
+#include "jsonout.h"
+#include "prom.h"
+
+struct fams {
+	struct sm_prom_family *conns, *canary, *dur, *bytes, *retrans, *quota;
+};
+
+static int ncpus(void)
+{
+	static int n;
+
+	if (!n)
+		n = libbpf_num_possible_cpus();
+	return n;
+}
+
+/* A per-CPU counter's total. */
+static __u64 sum_percpu(const __u64 *vals)
+{
+	__u64 sum = 0;
+	int c;
+
+	for (c = 0; c < ncpus(); c++)
+		sum += vals[c];
+	return sum;
+}
+
+/*
+ * Per-CPU values are summed field by field in their own type: summing them
+ * as an array of uint64_t (another type than __u64 on 64-bit) breaks strict
+ * aliasing, and gcc then reads the struct's fields stale.
+ */
+static void pair_add(struct sm_pair_val *sum, const struct sm_pair_val *v)
+{
+	int i;
+
+	for (i = 0; i < SM_V_MAX; i++)
+		sum->conns[i] += v->conns[i];
+	for (i = 0; i < SM_DUR_BUCKETS; i++)
+		sum->duration_bucket[i] += v->duration_bucket[i];
+	sum->bytes_sent += v->bytes_sent;
+	sum->bytes_received += v->bytes_received;
+	sum->retransmits += v->retransmits;
+	sum->closed += v->closed;
+	sum->duration_sum_ns += v->duration_sum_ns;
+}
+
+static void pair_samples(struct sm_agent *a, const struct fams *f,
+			 const struct sm_pair_key *k, const struct sm_pair_val *v)
+{
+	static const uint64_t bounds_ms[SM_DUR_BUCKETS - 1] = SM_DUR_BOUNDS_MS;
+	double bounds[SM_DUR_BUCKETS - 1];
+	uint64_t cum[SM_DUR_BUCKETS - 1], run = 0;
+	char src[SM_NAME_LEN], dst[SM_NAME_LEN];
+	struct sm_prom_hist h = { .bounds = bounds, .counts = cum,
+				  .n = SM_DUR_BUCKETS - 1 };
+	int i;
+
+	sm_names_get(&a->names, k->src, src, sizeof(src));
+	sm_names_get(&a->names, k->dst, dst, sizeof(dst));
+	for (i = 0; i < SM_V_MAX; i++)
+		sm_prom_u64(f->conns, SM_PROM_LABELS({ "src", src }, { "dst", dst },
+						     { "verdict", sm_verdict_name(i) }),
+			    v->conns[i]);
+	if (!v->closed)
+		return;
+	for (i = 0; i < SM_DUR_BUCKETS - 1; i++) {
+		bounds[i] = bounds_ms[i] / 1000.0;
+		run += v->duration_bucket[i];
+		cum[i] = run;
+	}
+	h.count = run + v->duration_bucket[SM_DUR_BUCKETS - 1];
+	h.sum = v->duration_sum_ns / 1e9;
+	sm_prom_histogram(f->dur, SM_PROM_LABELS({ "src", src }, { "dst", dst }), &h);
+	sm_prom_u64(f->bytes, SM_PROM_LABELS({ "src", src }, { "dst", dst },
+					     { "direction", "sent" }),
+		    v->bytes_sent);
+	sm_prom_u64(f->bytes, SM_PROM_LABELS({ "src", src }, { "dst", dst },
+					     { "direction", "received" }),
+		    v->bytes_received);
+	sm_prom_u64(f->retrans, SM_PROM_LABELS({ "src", src }, { "dst", dst }),
+		    v->retransmits);
+}
+
+static void pairs(struct sm_agent *a, const struct fams *f)
+{
+	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_PAIR));
+	struct sm_pair_key key, next;
+	struct sm_pair_val *vals, sum;
+	void *prev = NULL;
+	int c;
+
+	vals = calloc(ncpus(), sizeof(*vals));
+	if (!vals)
+		return;
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, vals))
+			continue;
+		sum = vals[0];
+		for (c = 1; c < ncpus(); c++)
+			pair_add(&sum, &vals[c]);
+		pair_samples(a, f, &key, &sum);
+	}
+	free(vals);
+}
+
+static void canaries(struct sm_agent *a, const struct fams *f)
+{
+	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_CANARY));
+	struct sm_canary_key key, next;
+	char svc[SM_NAME_LEN], sub[SM_NAME_LEN];
+	void *prev = NULL;
+	__u64 *vals, total;
+
+	vals = calloc(ncpus(), sizeof(__u64));
+	if (!vals)
+		return;
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, vals))
+			continue;
+		total = sum_percpu(vals);
+		sm_names_get(&a->names, key.svc, svc, sizeof(svc));
+		sm_names_get_subset(&a->names, key.svc, (uint8_t)key.subset, sub,
+				    sizeof(sub));
+		sm_prom_u64(f->canary, SM_PROM_LABELS({ "service", svc },
+						      { "subset", sub }),
+			    total);
+	}
+	free(vals);
+}
+
+static void quotas(struct sm_agent *a, const struct fams *f)
+{
+	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_QSTATE));
+	char src[SM_NAME_LEN], dst[SM_NAME_LEN];
+	struct sm_quota_key key, next;
+	struct sm_quota_state st;
+	void *prev = NULL;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &st))
+			continue;
+		sm_names_get(&a->names, key.src, src, sizeof(src));
+		sm_names_get(&a->names, key.dst, dst, sizeof(dst));
+		sm_prom_u64(f->quota, SM_PROM_LABELS({ "src", src }, { "dst", dst }),
+			    st.active > 0 ? (uint64_t)st.active : 0);
+	}
+}
+
+static void global_stats(struct sm_agent *a, struct sm_prom *w)
+{
+	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_STATS));
+	struct sm_prom_family *trace, *f;
+	__u64 st[SM_S_MAX] = {}, *vals;
+	__u32 i;
+
+	vals = calloc(ncpus(), sizeof(__u64));
+	for (i = 0; vals && i < SM_S_MAX; i++)
+		if (!bpf_map_lookup_elem(fd, &i, vals))
+			st[i] = sum_percpu(vals);
+	free(vals);
+
+	trace = sm_prom_family(w, "sockmesh_trace_options_total", SM_PROM_COUNTER,
+			       "TCP trace id options by result: written by clients, "
+			       "received by servers, no room on the SYN, missing "
+			       "from the peer");
+	sm_prom_u64(trace, SM_PROM_LABELS({ "result", "written" }),
+		    st[SM_S_TRACE_WRITTEN]);
+	sm_prom_u64(trace, SM_PROM_LABELS({ "result", "received" }),
+		    st[SM_S_TRACE_RECEIVED]);
+	sm_prom_u64(trace, SM_PROM_LABELS({ "result", "no_space" }),
+		    st[SM_S_TRACE_NO_SPACE]);
+	sm_prom_u64(trace, SM_PROM_LABELS({ "result", "missing" }),
+		    st[SM_S_TRACE_MISSING]);
+	f = sm_prom_family(w, "sockmesh_events_lost_total", SM_PROM_COUNTER,
+			   "Flow events dropped because the ring buffer was full");
+	sm_prom_u64(f, NULL, 0, st[SM_S_EVENTS_LOST]);
+	f = sm_prom_family(w, "sockmesh_untracked_sockets_total", SM_PROM_COUNTER,
+			   "Sockets made before the agent first started, seen "
+			   "when they connect");
+	sm_prom_u64(f, NULL, 0, st[SM_S_UNTRACKED]);
+	f = sm_prom_family(w, "sockmesh_socket_storage_failures_total",
+			   SM_PROM_COUNTER,
+			   "Sockets the datapath could not keep state for");
+	sm_prom_u64(f, NULL, 0, st[SM_S_NO_STORAGE]);
+	f = sm_prom_family(w, "sockmesh_pair_stats_full_total", SM_PROM_COUNTER,
+			   "Counter updates lost because sm_pair_stats was full");
+	sm_prom_u64(f, NULL, 0, st[SM_S_PAIR_FULL]);
+}
+
+/* Entries of a map that is not a policy map, counted by walking it. */
+static uint32_t map_count(int fd, size_t key_size)
+{
+	uint8_t key[64], next[64];
+	void *prev = NULL;
+	uint32_t n = 0;
+
+	if (key_size > sizeof(key))
+		return 0;
+	while (!bpf_map_get_next_key(fd, prev, next)) {
+		memcpy(key, next, key_size);
+		prev = key;
+		n++;
+	}
+	return n;
+}
+
+static void map_fill(struct sm_agent *a, struct sm_prom *w)
+{
+	static const struct {
+		const char *map;
+		size_t key_size;
+	} state_maps[] = {
+		{ SM_STR(SM_MAP_QSTATE), sizeof(struct sm_quota_key) },
+		{ SM_STR(SM_MAP_PAIR), sizeof(struct sm_pair_key) },
+		{ SM_STR(SM_MAP_CANARY), sizeof(struct sm_canary_key) },
+		{ SM_STR(SM_MAP_NAMES), sizeof(struct sm_name_key) },
+	};
+	struct sm_prom_family *ent, *cap;
+	struct bpf_map_info info;
+	__u32 len;
+	size_t i;
+	int m, fd;
+
+	ent = sm_prom_family(w, "sockmesh_map_entries", SM_PROM_GAUGE,
+			     "Entries in use; policy maps count the policy in force");
+	cap = sm_prom_family(w, "sockmesh_map_capacity", SM_PROM_GAUGE,
+			     "Entries a map can hold; policy maps per policy");
+	for (m = 0; m < SM_PM_MAX; m++) {
+		sm_prom_u64(ent, SM_PROM_LABELS({ "map", sm_pmap_name(m) }),
+			    sm_applier_entries(&a->applier, m));
+		sm_prom_u64(cap, SM_PROM_LABELS({ "map", sm_pmap_name(m) }),
+			    a->applier.limits[m]);
+	}
+	for (i = 0; i < sizeof(state_maps) / sizeof(state_maps[0]); i++) {
+		fd = sm_dp_map_fd(&a->dp, state_maps[i].map);
+		memset(&info, 0, sizeof(info));
+		len = sizeof(info);
+		if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len))
+			continue;
+		sm_prom_u64(ent, SM_PROM_LABELS({ "map", state_maps[i].map }),
+			    map_count(fd, state_maps[i].key_size));
+		sm_prom_u64(cap, SM_PROM_LABELS({ "map", state_maps[i].map }),
+			    info.max_entries);
+	}
+}
+
+static void agent_state(struct sm_agent *a, struct sm_prom *w)
+{
+	struct sm_prom_family *f;
+	unsigned int i;
+
+	pthread_mutex_lock(&a->lock);
+	f = sm_prom_family(w, "sockmesh_policy_generation", SM_PROM_GAUGE,
+			   "Generation of the policy in force; +1 per applied change");
+	sm_prom_u64(f, NULL, 0, a->applier.generation);
+	f = sm_prom_family(w, "sockmesh_policy_reloads_total", SM_PROM_COUNTER,
+			   "Policy reloads by result");
+	sm_prom_u64(f, SM_PROM_LABELS({ "result", "success" }), a->reloads_ok);
+	sm_prom_u64(f, SM_PROM_LABELS({ "result", "unchanged" }),
+		    a->reloads_unchanged);
+	sm_prom_u64(f, SM_PROM_LABELS({ "result", "error" }), a->reloads_error);
+	f = sm_prom_family(w, "sockmesh_policy_missing_cgroups", SM_PROM_GAUGE,
+			   "Service cgroups named by the policy that do not exist");
+	sm_prom_u64(f, NULL, 0, a->missing_cgroups);
+	f = sm_prom_family(w, "sockmesh_hook_attached", SM_PROM_GAUGE,
+			   "1 when the agent's program for the hook is in force on "
+			   "the managed cgroup");
+	for (i = 0; i < a->dp.n_hooks; i++)
+		sm_prom_u64(f, SM_PROM_LABELS({ "hook", a->dp.hooks[i].label }),
+			    a->hook_ok[i]);
+	pthread_mutex_unlock(&a->lock);
+
+	f = sm_prom_family(w, "sockmesh_flow_records_total", SM_PROM_COUNTER,
+			   "Flow records read from the datapath");
+	sm_prom_u64(f, NULL, 0, sm_events_handled(a->events));
+	f = sm_prom_family(w, "sockmesh_flow_log_write_errors_total",
+			   SM_PROM_COUNTER,
+			   "Flow records the flow log file could not take");
+	sm_prom_u64(f, NULL, 0, sm_events_write_errors(a->events));
+}
+
+int sm_metrics_render(struct sm_agent *a, char **text, size_t *len)
+{
+	struct sm_prom *w = sm_prom_new();
+	struct fams f;
+	int err;
+
+	if (!w)
+		return -ENOMEM;
+	f.conns = sm_prom_family(w, "sockmesh_connections_total", SM_PROM_COUNTER,
+				 "Connections decided on this node, by source and "
+				 "destination service and verdict");
+	f.canary = sm_prom_family(w, "sockmesh_canary_connections_total",
+				  SM_PROM_COUNTER,
+				  "Connections to a VIP by the subset chosen");
+	f.dur = sm_prom_family(w, "sockmesh_connection_duration_seconds",
+			       SM_PROM_HISTOGRAM,
+			       "Lifetime of closed TCP connections");
+	f.bytes = sm_prom_family(w, "sockmesh_bytes_total", SM_PROM_COUNTER,
+				 "Bytes of closed TCP connections; sent: from src "
+				 "to dst, received: from dst to src");
+	f.retrans = sm_prom_family(w, "sockmesh_tcp_retransmits_total",
+				   SM_PROM_COUNTER,
+				   "Retransmitted segments of closed TCP connections");
+	f.quota = sm_prom_family(w, "sockmesh_quota_active", SM_PROM_GAUGE,
+				 "Live connections held against max_concurrent");
+	pairs(a, &f);
+	canaries(a, &f);
+	quotas(a, &f);
+	global_stats(a, w);
+	map_fill(a, w);
+	agent_state(a, w);
+	err = sm_prom_text(w, text, len);
+	sm_prom_free(w);
+	return err;
+}

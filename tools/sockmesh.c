@@ -1,0 +1,923 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+/*
+ * sockmesh: inspect and operate a node. It reads the pinned maps directly,
+ * so it works while the agent is down. `sockmesh help` lists the verbs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <json-c/json.h>
+
+#include "cgroup.h"
+#include "jsonout.h"
+#include "log.h"
+#include "names.h"
+#include "pins.h"
+#include "policy.h"
+#include "sockmesh/abi.h"
+#include "sockmesh/sockmesh.h"
+
+#define DEFAULT_FLOW_LOG "/var/log/sockmesh/flows.jsonl"
+
+/* Options may come before or after the command. */
+static struct {
+	const char *bpffs;
+	const char *cgroup;
+	const char *flow_log;
+	bool json;
+	/* flows */
+	const char *trace;
+	const char *service;
+	const char *verdict;
+	bool follow;
+} g = { .bpffs = SM_DEFAULT_BPFFS, .cgroup = "/", .flow_log = DEFAULT_FLOW_LOG };
+
+/* bpftool's habit: "Error: ..." on stderr, or an error object in JSON. */
+__attribute__((format(printf, 1, 2))) static void p_err(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (g.json) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "error", json_object_new_string(msg));
+		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		json_object_put(o);
+	} else {
+		fprintf(stderr, "Error: %s\n", msg);
+	}
+}
+
+static void print_json(struct json_object *o)
+{
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+						       JSON_C_TO_STRING_SPACED));
+}
+
+/* A pinned map, with advice when the node has no state. */
+static int open_map(const char *name)
+{
+	int fd = sm_pin_map_open(g.bpffs, name);
+
+	if (fd == -ENOENT)
+		p_err("no sockmesh state under %s (is the agent installed? "
+		      "see --bpffs)", g.bpffs);
+	else if (fd < 0)
+		p_err("map %s under %s: %s", name, g.bpffs, strerror(-fd));
+	return fd;
+}
+
+static int read_active(struct sm_active *act)
+{
+	__u32 zero = 0;
+	int fd, err = 0;
+
+	fd = open_map(SM_STR(SM_MAP_ACTIVE));
+	if (fd < 0)
+		return fd;
+	if (bpf_map_lookup_elem(fd, &zero, act)) {
+		err = -errno;
+		p_err("map %s: %s", SM_STR(SM_MAP_ACTIVE), strerror(-err));
+	}
+	close(fd);
+	return err;
+}
+
+static int load_names(struct sm_names *n)
+{
+	int fd = open_map(SM_STR(SM_MAP_NAMES)), err;
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+
+	if (fd < 0)
+		return fd;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len)) {
+		close(fd);
+		return -errno;
+	}
+	err = sm_names_init(n, fd, info.max_entries);
+	/* Read-only from here: forget the fd so nothing is written. */
+	close(fd);
+	n->map_fd = -1;
+	return err;
+}
+
+/* ---- check ---- */
+
+static void check_within(struct sm_diags *d, const struct sm_cgroup_ref *cg,
+			 size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!sm_cgroup_within(g.cgroup, cg[i].path))
+			sm_diags_add(d, cg[i].loc, "cgroup '%s' is outside the "
+				     "managed cgroup '%s' (--cgroup)",
+				     cg[i].path, g.cgroup);
+}
+
+static int do_check(int argc, char **argv)
+{
+	struct sm_policy *p = NULL;
+	struct sm_diags d;
+	size_t i, j;
+	int err;
+
+	if (argc != 1) {
+		p_err("usage: sockmesh check FILE");
+		return -EINVAL;
+	}
+	sm_diags_init(&d, argv[0]);
+	err = sm_policy_load(argv[0], &p, &d);
+	/* Service cgroups must lie inside the managed cgroup. */
+	for (i = 0; !err && i < p->n_services; i++) {
+		const struct sm_service *s = &p->services[i];
+
+		check_within(&d, s->cgroups, s->n_cgroups);
+		for (j = 0; j < s->n_subsets; j++)
+			check_within(&d, s->subsets[j].cgroups,
+				     s->subsets[j].n_cgroups);
+	}
+	if (!err && d.n)
+		err = -EINVAL;
+
+	if (g.json) {
+		struct json_object *o = json_object_new_object();
+		struct json_object *errs = json_object_new_array();
+
+		for (i = 0; i < d.n; i++)
+			json_object_array_add(errs, sm_json_diag(&d, &d.items[i]));
+		json_object_object_add(o, "file", json_object_new_string(argv[0]));
+		json_object_object_add(o, "ok", json_object_new_boolean(!err));
+		json_object_object_add(o, "errors", errs);
+		if (!err) {
+			json_object_object_add(o, "services",
+					       json_object_new_int64(p->n_services));
+			json_object_object_add(o, "rules",
+					       json_object_new_int64(p->n_rules));
+			json_object_object_add(o, "quotas",
+					       json_object_new_int64(p->n_quotas));
+		}
+		print_json(o);
+		json_object_put(o);
+	} else if (err) {
+		sm_diags_print(&d, stderr);
+		if (!d.n)
+			fprintf(stderr, "%s: error: %s\n", argv[0], strerror(-err));
+	} else {
+		printf("%s: ok (services: %zu, rules: %zu, quotas: %zu)\n",
+		       argv[0], p->n_services, p->n_rules, p->n_quotas);
+	}
+	sm_policy_free(p);
+	sm_diags_free(&d);
+	return err;
+}
+
+/* ---- status ---- */
+
+static long map_count(const char *name, uint32_t *max)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	long n = 0;
+	uint8_t key[64], next[64];
+	void *prev = NULL;
+	int fd;
+
+	fd = sm_pin_map_open(g.bpffs, name);
+	if (fd < 0)
+		return fd;
+	if (!bpf_obj_get_info_by_fd(fd, &info, &len))
+		*max = info.max_entries;
+	while (info.key_size <= sizeof(key) &&
+	       !bpf_map_get_next_key(fd, prev, next)) {
+		memcpy(key, next, info.key_size);
+		prev = key;
+		n++;
+	}
+	close(fd);
+	return n;
+}
+
+static const char *const status_maps[] = {
+	SM_STR(SM_MAP_CGROUP), SM_STR(SM_MAP_DEST), SM_STR(SM_MAP_SVC),
+	SM_STR(SM_MAP_BACKEND), SM_STR(SM_MAP_RULE), SM_STR(SM_MAP_QCFG),
+	SM_STR(SM_MAP_QSTATE), SM_STR(SM_MAP_PAIR), SM_STR(SM_MAP_CANARY),
+	SM_STR(SM_MAP_NAMES),
+};
+
+static int read_stats(uint64_t *out)
+{
+	int ncpu = libbpf_num_possible_cpus(), fd, c;
+	uint64_t *vals;
+	__u32 i;
+
+	fd = sm_pin_map_open(g.bpffs, SM_STR(SM_MAP_STATS));
+	if (fd < 0)
+		return fd;
+	vals = calloc(ncpu, sizeof(*vals));
+	for (i = 0; vals && i < SM_S_MAX; i++) {
+		out[i] = 0;
+		if (bpf_map_lookup_elem(fd, &i, vals))
+			continue;
+		for (c = 0; c < ncpu; c++)
+			out[i] += vals[c];
+	}
+	free(vals);
+	close(fd);
+	return 0;
+}
+
+/* Pinned links and whether each still has a cgroup. */
+static struct json_object *links_json(int *attached, int *total)
+{
+	struct json_object *arr = json_object_new_array();
+	static const char *const progs[] = {
+		"sm_sock_create", "sm_sock_release", "sm_connect4",
+		"sm_connect6", "sm_sendmsg4", "sm_sendmsg6", "sm_recvmsg4",
+		"sm_recvmsg6", "sm_getpeer4", "sm_getpeer6", "sm_sockops",
+		"sm_getsockopt", "sm_ingress",
+	};
+	char path[PATH_MAX];
+	size_t i;
+
+	*attached = *total = 0;
+	for (i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+		struct bpf_link_info info = {};
+		__u32 len = sizeof(info);
+		struct json_object *o;
+		int fd;
+
+		sm_pin_link_path(g.bpffs, progs[i], path, sizeof(path));
+		fd = bpf_obj_get(path);
+		if (fd < 0)
+			continue;
+		(*total)++;
+		o = json_object_new_object();
+		json_object_object_add(o, "program", json_object_new_string(progs[i]));
+		if (!bpf_obj_get_info_by_fd(fd, &info, &len)) {
+			json_object_object_add(o, "prog_id",
+					       json_object_new_int64(info.prog_id));
+			json_object_object_add(o, "cgroup_id",
+					       json_object_new_int64(info.cgroup.cgroup_id));
+			if (info.cgroup.cgroup_id)
+				(*attached)++;
+		}
+		json_object_array_add(arr, o);
+		close(fd);
+	}
+	return arr;
+}
+
+static int do_status(int argc, char **argv)
+{
+	struct json_object *o, *maps, *stats, *links;
+	struct json_object_iter it;
+	uint64_t st[SM_S_MAX] = {};
+	struct sm_active act;
+	int err, attached, total;
+	size_t i;
+
+	(void)argv;
+	if (argc) {
+		p_err("usage: sockmesh status");
+		return -EINVAL;
+	}
+	err = read_active(&act);
+	if (err)
+		return err;
+	read_stats(st);
+	o = json_object_new_object();
+	json_object_object_add(o, "bpffs", json_object_new_string(g.bpffs));
+	json_object_object_add(o, "schema", json_object_new_int64(act.schema));
+	json_object_object_add(o, "policy_generation",
+			       json_object_new_int64((int64_t)act.generation));
+	json_object_object_add(o, "active_slot", json_object_new_int64(act.slot));
+	links = links_json(&attached, &total);
+	json_object_object_add(o, "links", links);
+	json_object_object_add(o, "links_attached", json_object_new_int64(attached));
+
+	maps = json_object_new_object();
+	for (i = 0; i < sizeof(status_maps) / sizeof(status_maps[0]); i++) {
+		struct json_object *m = json_object_new_object();
+		uint32_t max = 0;
+		long n = map_count(status_maps[i], &max);
+
+		json_object_object_add(m, "entries", json_object_new_int64(n));
+		json_object_object_add(m, "capacity", json_object_new_int64(max));
+		json_object_object_add(maps, status_maps[i], m);
+	}
+	json_object_object_add(o, "maps", maps);
+	stats = json_object_new_object();
+	for (i = 0; i < SM_S_MAX; i++)
+		json_object_object_add(stats, sm_stat_name(i),
+				       json_object_new_int64((int64_t)st[i]));
+	json_object_object_add(o, "counters", stats);
+
+	if (g.json) {
+		print_json(o);
+	} else {
+		printf("sockmesh state under %s\n", g.bpffs);
+		printf("  policy generation %" PRIu64 " (slot %u, schema %u)\n",
+		       (uint64_t)act.generation, act.slot, act.schema);
+		printf("  programs attached: %d of %d pinned links\n", attached,
+		       total);
+		printf("  maps:\n");
+		json_object_object_foreachC(maps, it) {
+			struct json_object *m = it.val;
+
+			printf("    %-14s %6" PRId64 " / %" PRId64 "\n", it.key,
+			       json_object_get_int64(json_object_object_get(m, "entries")),
+			       json_object_get_int64(json_object_object_get(m, "capacity")));
+		}
+		printf("  counters:\n");
+		for (i = 0; i < SM_S_MAX; i++)
+			printf("    %-18s %" PRIu64 "\n", sm_stat_name(i), st[i]);
+	}
+	json_object_put(o);
+	return 0;
+}
+
+/* ---- services and policy: what the active slot holds ---- */
+
+/* Call fn for every entry of a pinned map whose key is in slot `slot`. */
+static int map_walk(const char *name, size_t ks, size_t vs,
+		    int (*in_slot)(const void *key, uint32_t slot), uint32_t slot,
+		    void (*fn)(const void *key, const void *val, void *ctx),
+		    void *ctx)
+{
+	uint8_t key[64], next[64], val[512];
+	void *prev = NULL;
+	int fd;
+
+	if (ks > sizeof(key) || vs > sizeof(val))
+		return -EINVAL;
+	fd = open_map(name);
+	if (fd < 0)
+		return fd;
+	while (!bpf_map_get_next_key(fd, prev, next)) {
+		memcpy(key, next, ks);
+		prev = key;
+		if (in_slot(key, slot) && !bpf_map_lookup_elem(fd, key, val))
+			fn(key, val, ctx);
+	}
+	close(fd);
+	return 0;
+}
+
+static int dest_in_slot(const void *key, uint32_t slot)
+{
+	return ((const struct sm_dest_key *)key)->slot == slot;
+}
+
+static int cgroup_in_slot(const void *key, uint32_t slot)
+{
+	return ((const struct sm_cgroup_key *)key)->slot == slot;
+}
+
+static int rule_in_slot(const void *key, uint32_t slot)
+{
+	return ((const struct sm_rule_key *)key)->slot == slot;
+}
+
+struct svc_ctx {
+	struct sm_names *names;
+	struct json_object *svcs;	/* name -> object */
+	char cg_mount[PATH_MAX];
+};
+
+static struct json_object *svc_obj(struct svc_ctx *c, uint32_t id)
+{
+	struct json_object *o;
+	char name[SM_NAME_LEN];
+
+	sm_names_get(c->names, id, name, sizeof(name));
+	if (json_object_object_get_ex(c->svcs, name, &o))
+		return o;
+	o = json_object_new_object();
+	json_object_object_add(o, "id", json_object_new_int64(id));
+	json_object_object_add(o, "cgroups", json_object_new_array());
+	json_object_object_add(o, "endpoints", json_object_new_array());
+	json_object_object_add(o, "vips", json_object_new_array());
+	json_object_object_add(c->svcs, name, o);
+	return o;
+}
+
+static void add_str(struct json_object *o, const char *field, const char *s)
+{
+	struct json_object *arr = json_object_object_get(o, field);
+	size_t i;
+
+	for (i = 0; i < json_object_array_length(arr); i++)
+		if (!strcmp(json_object_get_string(json_object_array_get_idx(arr, i)),
+			    s))
+			return;
+	json_object_array_add(arr, json_object_new_string(s));
+}
+
+static void svc_dest(const void *key, const void *val, void *ctx)
+{
+	const struct sm_dest_key *k = key;
+	const struct sm_dest_val *v = val;
+	struct sm_sockaddr sa = { .addr = k->addr, .port = k->port };
+	char buf[96], addr[80];
+
+	if (v->kind == SM_DEST_HOST)
+		return;
+	sm_sockaddr_str(&sa, addr, sizeof(addr));
+	snprintf(buf, sizeof(buf), "%s/%s", addr,
+		 k->proto == IPPROTO_UDP ? "udp" : "tcp");
+	add_str(svc_obj(ctx, v->svc),
+		v->kind == SM_DEST_VIP ? "vips" : "endpoints", buf);
+	json_object_object_add(svc_obj(ctx, v->svc), "mode",
+			       json_object_new_string(v->mode == SM_MODE_AUDIT ?
+							      "audit" : "enforce"));
+}
+
+static void svc_cgroup(const void *key, const void *val, void *ctx)
+{
+	const struct sm_cgroup_key *k = key;
+	const struct sm_cgroup_val *v = val;
+	struct svc_ctx *c = ctx;
+	char path[PATH_MAX];
+
+	if (sm_cgroup_path_of(c->cg_mount, k->cgid, path, sizeof(path)) ||
+	    !path[0])
+		snprintf(path, sizeof(path), "cgroup-id:%llu",
+			 (unsigned long long)k->cgid);
+	add_str(svc_obj(c, v->svc), "cgroups", path);
+}
+
+static int do_services(int argc, char **argv)
+{
+	struct json_object_iter si, fi;
+	struct svc_ctx c = {};
+	struct sm_names names;
+	struct sm_active act;
+	size_t i;
+	int err;
+
+	(void)argv;
+	if (argc) {
+		p_err("usage: sockmesh services");
+		return -EINVAL;
+	}
+	err = read_active(&act);
+	if (!err)
+		err = load_names(&names);
+	if (err)
+		return err;
+	sm_cgroup_mount(c.cg_mount, sizeof(c.cg_mount));
+	c.names = &names;
+	c.svcs = json_object_new_object();
+	map_walk(SM_STR(SM_MAP_DEST), sizeof(struct sm_dest_key),
+		 sizeof(struct sm_dest_val), dest_in_slot, act.slot, svc_dest, &c);
+	map_walk(SM_STR(SM_MAP_CGROUP), sizeof(struct sm_cgroup_key),
+		 sizeof(struct sm_cgroup_val), cgroup_in_slot, act.slot,
+		 svc_cgroup, &c);
+	if (g.json) {
+		print_json(c.svcs);
+	} else {
+		json_object_object_foreachC(c.svcs, si) {
+			printf("%s\n", si.key);
+			json_object_object_foreachC(si.val, fi) {
+				if (json_object_get_type(fi.val) != json_type_array)
+					continue;
+				for (i = 0; i < json_object_array_length(fi.val); i++)
+					printf("  %-9s %s\n", fi.key,
+					       json_object_get_string(
+						       json_object_array_get_idx(fi.val, i)));
+			}
+		}
+	}
+	json_object_put(c.svcs);
+	sm_names_free(&names);
+	return 0;
+}
+
+struct rule_ctx {
+	struct sm_names *names;
+	struct json_object *rules;	/* array */
+};
+
+static void rule_one(const void *key, const void *val, void *ctx)
+{
+	const struct sm_rule_key *k = key;
+	const struct sm_rule_val *v = val;
+	struct rule_ctx *c = ctx;
+	struct json_object *o = json_object_new_object();
+	char src[SM_NAME_LEN], dst[SM_NAME_LEN];
+
+	sm_names_get(c->names, k->src, src, sizeof(src));
+	sm_names_get(c->names, k->dst, dst, sizeof(dst));
+	json_object_object_add(o, "rule", json_object_new_int64(v->index));
+	json_object_object_add(o, "from", json_object_new_string(src));
+	json_object_object_add(o, "to", json_object_new_string(dst));
+	json_object_object_add(o, "port", k->port ?
+				       json_object_new_int(ntohs(k->port)) : NULL);
+	json_object_object_add(o, "protocol", json_object_new_string(
+				       k->proto == IPPROTO_UDP ? "udp" : "tcp"));
+	json_object_array_add(c->rules, o);
+}
+
+static int rule_cmp(const void *a, const void *b)
+{
+	struct json_object *x = *(struct json_object *const *)a;
+	struct json_object *y = *(struct json_object *const *)b;
+	int64_t rx = json_object_get_int64(json_object_object_get(x, "rule"));
+	int64_t ry = json_object_get_int64(json_object_object_get(y, "rule"));
+
+	if (rx != ry)
+		return rx < ry ? -1 : 1;
+	return strcmp(json_object_to_json_string(x), json_object_to_json_string(y));
+}
+
+static int do_policy(int argc, char **argv)
+{
+	struct rule_ctx c = {};
+	struct sm_names names;
+	struct sm_active act;
+	size_t i;
+	int err;
+
+	(void)argv;
+	if (argc) {
+		p_err("usage: sockmesh policy");
+		return -EINVAL;
+	}
+	err = read_active(&act);
+	if (!err)
+		err = load_names(&names);
+	if (err)
+		return err;
+	c.names = &names;
+	c.rules = json_object_new_array();
+	map_walk(SM_STR(SM_MAP_RULE), sizeof(struct sm_rule_key),
+		 sizeof(struct sm_rule_val), rule_in_slot, act.slot, rule_one, &c);
+	json_object_array_sort(c.rules, rule_cmp);
+	if (g.json) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "generation",
+				       json_object_new_int64((int64_t)act.generation));
+		json_object_object_add(o, "rules", json_object_get(c.rules));
+		print_json(o);
+		json_object_put(o);
+	} else {
+		printf("policy generation %" PRIu64 ": %zu rule entries in force\n",
+		       (uint64_t)act.generation, json_object_array_length(c.rules));
+		for (i = 0; i < json_object_array_length(c.rules); i++) {
+			struct json_object *r = json_object_array_get_idx(c.rules, i);
+			struct json_object *port = json_object_object_get(r, "port");
+
+			printf("  rule %-4" PRId64 " %s -> %s port %s/%s\n",
+			       json_object_get_int64(json_object_object_get(r, "rule")),
+			       json_object_get_string(json_object_object_get(r, "from")),
+			       json_object_get_string(json_object_object_get(r, "to")),
+			       port ? json_object_get_string(port) : "any",
+			       json_object_get_string(json_object_object_get(r, "protocol")));
+		}
+	}
+	json_object_put(c.rules);
+	sm_names_free(&names);
+	return 0;
+}
+
+/* ---- flows ---- */
+
+struct flow_filter {
+	const char *trace;
+	const char *service;
+	const char *verdict;
+};
+
+static int flow_match(struct json_object *o, const struct flow_filter *f)
+{
+	const char *v;
+
+	if (f->trace) {
+		v = json_object_get_string(json_object_object_get(o, "trace_id"));
+		if (!v || strcasecmp(v, f->trace))
+			return 0;
+	}
+	if (f->service) {
+		const char *s = json_object_get_string(json_object_object_get(o, "src"));
+		const char *d = json_object_get_string(json_object_object_get(o, "dst"));
+
+		if ((!s || strcmp(s, f->service)) && (!d || strcmp(d, f->service)))
+			return 0;
+	}
+	if (f->verdict) {
+		v = json_object_get_string(json_object_object_get(o, "verdict"));
+		if (!v || strcmp(v, f->verdict))
+			return 0;
+	}
+	return 1;
+}
+
+static void flow_print(struct json_object *o)
+{
+	if (g.json) {
+		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		return;
+	}
+	printf("%s %-7s %-6s %s -> %s %s %s -> %s %s",
+	       json_object_get_string(json_object_object_get(o, "ts")),
+	       json_object_get_string(json_object_object_get(o, "event")),
+	       json_object_get_string(json_object_object_get(o, "side")),
+	       json_object_get_string(json_object_object_get(o, "src")),
+	       json_object_get_string(json_object_object_get(o, "dst")),
+	       json_object_get_string(json_object_object_get(o, "verdict")),
+	       json_object_get_string(json_object_object_get(o, "orig_dst")),
+	       json_object_get_string(json_object_object_get(o, "dst_addr")),
+	       json_object_get_string(json_object_object_get(o, "trace_id")));
+	putchar('\n');
+}
+
+/* Print the matching lines of one file; returns where it stopped. */
+static long flow_scan(const char *path, long from, const struct flow_filter *f)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	long pos = from;
+	FILE *fp;
+
+	fp = fopen(path, "re");
+	if (!fp)
+		return from;
+	if (from > 0)
+		fseek(fp, from, SEEK_SET);
+	while ((n = getline(&line, &cap, fp)) > 0) {
+		struct json_object *o;
+
+		/* A half-written last line is read again next time. */
+		if (line[n - 1] != '\n')
+			break;
+		pos += n;
+		o = json_tokener_parse(line);
+		if (o && flow_match(o, f))
+			flow_print(o);
+		json_object_put(o);
+	}
+	free(line);
+	fclose(fp);
+	fflush(stdout);
+	return pos;
+}
+
+static int do_flows(int argc, char **argv)
+{
+	struct flow_filter f = { g.trace, g.service, g.verdict };
+	bool follow = g.follow;
+	char path[PATH_MAX];
+	struct stat st;
+	long pos;
+	int i;
+
+	(void)argv;
+	if (argc) {
+		p_err("usage: sockmesh flows [--follow] [--trace ID] "
+		      "[--service NAME] [--verdict V]");
+		return -EINVAL;
+	}
+	if (f.trace && (strlen(f.trace) != 32 ||
+			strspn(f.trace, "0123456789abcdefABCDEF") != 32)) {
+		p_err("--trace: '%s' is not a trace id (32 hex digits)", f.trace);
+		return -EINVAL;
+	}
+	if (stat(g.flow_log, &st)) {
+		p_err("flow log %s: %s (see --flow-log)", g.flow_log,
+		      strerror(errno));
+		return -errno;
+	}
+	/* Oldest rotated file first, so records come in time order. */
+	for (i = 9; i >= 1; i--) {
+		snprintf(path, sizeof(path), "%s.%d", g.flow_log, i);
+		flow_scan(path, 0, &f);
+	}
+	pos = flow_scan(g.flow_log, 0, &f);
+	while (follow) {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+		if (!stat(g.flow_log, &st) && st.st_size < pos)
+			pos = 0;	/* rotated: start the new file */
+		pos = flow_scan(g.flow_log, pos, &f);
+	}
+	return 0;
+}
+
+/* ---- explain ---- */
+
+static int do_explain(int argc, char **argv)
+{
+	struct sm_names names;
+	struct sm_sk s;
+	char *end, hex[33], buf[80], sub[SM_NAME_LEN], name[SM_NAME_LEN];
+	long pid, fdnum;
+	int pidfd, sfd, mfd, err;
+	struct json_object *o;
+
+	if (argc != 2) {
+		p_err("usage: sockmesh explain PID FD");
+		return -EINVAL;
+	}
+	pid = strtol(argv[0], &end, 10);
+	if (*end || pid <= 0) {
+		p_err("PID: '%s' is not a process id", argv[0]);
+		return -EINVAL;
+	}
+	fdnum = strtol(argv[1], &end, 10);
+	if (*end || fdnum < 0) {
+		p_err("FD: '%s' is not a file descriptor number", argv[1]);
+		return -EINVAL;
+	}
+	pidfd = syscall(SYS_pidfd_open, (pid_t)pid, 0);
+	if (pidfd < 0) {
+		p_err("process %ld: %s", pid, strerror(errno));
+		return -errno;
+	}
+	sfd = syscall(SYS_pidfd_getfd, pidfd, (int)fdnum, 0);
+	close(pidfd);
+	if (sfd < 0) {
+		p_err("fd %ld of process %ld: %s", fdnum, pid, strerror(errno));
+		return -errno;
+	}
+	mfd = open_map(SM_STR(SM_MAP_SK));
+	if (mfd < 0) {
+		close(sfd);
+		return mfd;
+	}
+	/* Socket storage is looked up with the socket's own fd as the key. */
+	err = bpf_map_lookup_elem(mfd, &sfd, &s) ? -errno : 0;
+	close(mfd);
+	close(sfd);
+	if (err) {
+		p_err("fd %ld of process %ld: %s", fdnum, pid,
+		      err == -ENOENT ? "sockmesh knows nothing of this socket "
+				       "(not a socket of a managed cgroup, or "
+				       "never used)" : strerror(-err));
+		return err;
+	}
+	err = load_names(&names);
+	if (err)
+		return err;
+
+	o = json_object_new_object();
+	sm_names_get(&names, s.svc, name, sizeof(name));
+	json_object_object_add(o, "service", json_object_new_string(name));
+	sm_names_get_subset(&names, s.svc, s.subset, sub, sizeof(sub));
+	json_object_object_add(o, "subset", sub[0] ? json_object_new_string(sub) : NULL);
+	json_object_object_add(o, "protocol", json_object_new_string(
+				       s.proto == IPPROTO_UDP ? "udp" : "tcp"));
+	json_object_object_add(o, "side", json_object_new_string(
+				       s.flags & SM_SK_PASSIVE ? "server" : "client"));
+	sm_names_get(&names, s.dst_svc, name, sizeof(name));
+	json_object_object_add(o, s.flags & SM_SK_PASSIVE ? "peer_service" :
+							   "dst_service",
+			       json_object_new_string(name));
+	sm_names_get_subset(&names, s.dst_svc, s.dst_subset, sub, sizeof(sub));
+	json_object_object_add(o, "dst_subset", sub[0] ? json_object_new_string(sub) : NULL);
+	sm_sockaddr_str(&s.orig, buf, sizeof(buf));
+	json_object_object_add(o, "orig_dst", json_object_new_string(buf));
+	sm_sockaddr_str(&s.dst, buf, sizeof(buf));
+	json_object_object_add(o, "dst_addr", json_object_new_string(buf));
+	json_object_object_add(o, "verdict", json_object_new_string(
+				       s.verdict < SM_V_MAX ? sm_json_verdict(s.verdict) :
+							      "unknown"));
+	json_object_object_add(o, "rule", s.rule == SM_RULE_NONE ? NULL :
+				       json_object_new_int64(s.rule));
+	sockmesh_trace_id_hex(s.trace_id, hex);
+	json_object_object_add(o, "trace_id", json_object_new_string(hex));
+	json_object_object_add(o, "pid", json_object_new_int64(s.pid));
+	json_object_object_add(o, "comm", json_object_new_string_len(
+				       s.comm, strnlen(s.comm, sizeof(s.comm))));
+	json_object_object_add(o, "flags", json_object_new_int64(s.flags));
+	print_json(o);
+	json_object_put(o);
+	sm_names_free(&names);
+	return 0;
+}
+
+/* ---- uninstall ---- */
+
+static int do_uninstall(int argc, char **argv)
+{
+	int err;
+
+	(void)argv;
+	if (argc) {
+		p_err("usage: sockmesh uninstall");
+		return -EINVAL;
+	}
+	if (!sm_pins_exist(g.bpffs) && access(g.bpffs, F_OK)) {
+		if (!g.json)
+			printf("nothing to remove under %s\n", g.bpffs);
+		return 0;
+	}
+	err = sm_pins_uninstall(g.bpffs);
+	if (err) {
+		p_err("uninstall under %s: %s", g.bpffs, strerror(-err));
+		return err;
+	}
+	if (!g.json)
+		printf("removed every sockmesh program, link and pin under %s\n",
+		       g.bpffs);
+	return 0;
+}
+
+static const char usage[] =
+	"Usage: sockmesh [OPTIONS] COMMAND [ARGS]\n"
+	"\n"
+	"Commands:\n"
+	"  status                 programs, policy generation, map fill, counters\n"
+	"  check FILE             validate a policy file; nothing is loaded\n"
+	"  services               services in force: cgroups, endpoints, VIPs\n"
+	"  policy                 rules in force\n"
+	"  flows [--follow] [--trace ID] [--service NAME] [--verdict V]\n"
+	"                         flow records from the flow log\n"
+	"  explain PID FD         what sockmesh knows of one socket\n"
+	"  uninstall              detach every program, remove every pin\n"
+	"\n"
+	"Options (the agent's defaults):\n"
+	"  --bpffs DIR            pin directory (default " SM_DEFAULT_BPFFS ")\n"
+	"  --cgroup PATH          managed cgroup, for 'check' (default /)\n"
+	"  --flow-log FILE        flow log (default " DEFAULT_FLOW_LOG ")\n"
+	"  -j, --json             JSON output\n";
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} cmds[] = {
+	{ "status", do_status },
+	{ "check", do_check },
+	{ "services", do_services },
+	{ "policy", do_policy },
+	{ "flows", do_flows },
+	{ "explain", do_explain },
+	{ "uninstall", do_uninstall },
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "bpffs", required_argument, NULL, 'b' },
+		{ "cgroup", required_argument, NULL, 'c' },
+		{ "flow-log", required_argument, NULL, 'l' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "trace", required_argument, NULL, 't' },
+		{ "service", required_argument, NULL, 's' },
+		{ "verdict", required_argument, NULL, 'V' },
+		{ "follow", no_argument, NULL, 'f' },
+		{}
+	};
+	size_t i;
+	int c;
+
+	sm_log_init("sockmesh", SM_LOG_WARN);
+	while ((c = getopt_long(argc, argv, "jhf", opts, NULL)) != -1) {
+		switch (c) {
+		case 'b': g.bpffs = optarg; break;
+		case 'c': g.cgroup = optarg; break;
+		case 'l': g.flow_log = optarg; break;
+		case 'j': g.json = true; break;
+		case 't': g.trace = optarg; break;
+		case 's': g.service = optarg; break;
+		case 'V': g.verdict = optarg; break;
+		case 'f': g.follow = true; break;
+		case 'h': fputs(usage, stdout); return EXIT_SUCCESS;
+		default: fputs(usage, stderr); return EXIT_FAILURE;
+		}
+	}
+	if (optind >= argc || !strcmp(argv[optind], "help")) {
+		fputs(usage, optind >= argc ? stderr : stdout);
+		return optind >= argc ? EXIT_FAILURE : EXIT_SUCCESS;
+	}
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(argv[optind], cmds[i].name))
+			return cmds[i].fn(argc - optind - 1, argv + optind + 1) ?
+				       EXIT_FAILURE : EXIT_SUCCESS;
+	p_err("unknown command '%s' (try 'sockmesh help')", argv[optind]);
+	return EXIT_FAILURE;
+}
