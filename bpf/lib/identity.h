@@ -42,6 +42,33 @@ static __always_inline int identity_current(__u32 slot,
 	return found;
 }
 
+/*
+ * The service of a socket's own cgroup (the one that made it), for hooks
+ * that may ask the socket rather than the current task (cgroup_skb).
+ */
+static __always_inline int identity_sock(__u32 slot, struct bpf_sock *sk,
+					 struct sm_cgroup_val *out)
+{
+	struct sm_cgroup_key key = { .slot = slot };
+	struct sm_cgroup_val *v;
+	int found = 0;
+	__u32 lvl;
+
+	for (lvl = 1; lvl < SM_CGROUP_MAX_DEPTH; lvl++) {
+		if (lvl <= g_root_level)
+			continue;
+		key.cgid = bpf_sk_ancestor_cgroup_id(sk, lvl);
+		if (!key.cgid)
+			break;
+		v = bpf_map_lookup_elem(&SM_MAP_CGROUP, &key);
+		if (v) {
+			*out = *v;
+			found = 1;
+		}
+	}
+	return found;
+}
+
 static __always_inline void sk_init(struct sm_sk *s,
 				    const struct sm_cgroup_val *id,
 				    __u8 proto)

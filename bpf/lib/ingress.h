@@ -21,6 +21,7 @@
 #include <linux/tcp.h>
 
 #include "common.h"
+#include "identity.h"
 #include "policy.h"
 #include "stats.h"
 
@@ -90,6 +91,36 @@ static __always_inline void ingress_record(const struct sm_sk *s,
 	bpf_ringbuf_submit(e, 0);
 }
 
+/*
+ * A listener made before the agent started has no state: our socket
+ * hooks never saw it. Its first SYN names its service from the socket's
+ * own cgroup, and the state made here is what its accepted sockets
+ * inherit, so the server side of their connections is traced too.
+ */
+static __always_inline struct sm_sk *listener_adopt(struct bpf_sock *sk,
+						    __u32 slot)
+{
+	struct sm_cgroup_val id;
+	struct sm_sk *s;
+
+	if (sk->state != SM_TCP_LISTEN || !identity_sock(slot, sk, &id))
+		return NULL;
+	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s) {
+		stat_inc(SM_S_NO_STORAGE);
+		return NULL;
+	}
+	s->cgid = bpf_sk_cgroup_id(sk);
+	s->svc = id.svc;
+	s->subset = id.subset;
+	s->proto = IPPROTO_TCP;
+	s->rule = SM_RULE_NONE;
+	s->dst_subset = SM_SUBSET_NONE;
+	__sync_fetch_and_or(&s->flags, SM_SK_LISTENER | SM_SK_LATE);
+	stat_inc(SM_S_UNTRACKED);
+	return s;
+}
+
 /* 0: let it in; -1: drop it. */
 static __always_inline int __ingress_check(struct __sk_buff *skb)
 {
@@ -106,7 +137,10 @@ static __always_inline int __ingress_check(struct __sk_buff *skb)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 0;
+	slot = active_slot();
 	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
+	if (!s)
+		s = listener_adopt(sk, slot);
 	if (!s || s->svc == SM_SVC_WORLD)
 		return 0;
 
@@ -120,7 +154,6 @@ static __always_inline int __ingress_check(struct __sk_buff *skb)
 	 * our hooks did not see (outside the managed cgroup): world, whatever
 	 * address it uses.
 	 */
-	slot = active_slot();
 	peer = skb->ingress_ifindex == SM_LOOPBACK_IFINDEX ?
 		       SM_SVC_WORLD : peer_svc(slot, &fk.saddr);
 	if (rule_find(slot, peer, s->svc, fk.dport, IPPROTO_TCP, &rule))

@@ -256,6 +256,7 @@ static __always_inline void ops_record(struct bpf_sock_ops *skops,
 				       const struct sm_sk *s, __u8 type)
 {
 	struct sm_event *e = event_new(type);
+	int passive = !!(s->flags & SM_SK_PASSIVE);
 	struct sm_sockaddr local, remote;
 
 	if (!e)
@@ -264,7 +265,7 @@ static __always_inline void ops_record(struct bpf_sock_ops *skops,
 	ctx_ops_local(skops, &local);
 	ctx_ops_remote(skops, &remote);
 	e->cookie = bpf_get_socket_cookie(skops);
-	if (s->flags & SM_SK_PASSIVE) {
+	if (passive) {
 		/* The server's view: the peer is the source. */
 		e->side = SM_SIDE_SERVER;
 		e->src_svc = s->dst_svc;
@@ -281,10 +282,14 @@ static __always_inline void ops_record(struct bpf_sock_ops *skops,
 	if (type == SM_EV_CLOSE) {
 		struct sm_close_stats cs;
 
+		/*
+		 * Both ends report the connection the same way round:
+		 * bytes_sent went from src (the client) to dst.
+		 */
 		ops_close_stats(skops, s, &cs);
 		e->duration_ns = cs.duration_ns;
-		e->bytes_sent = cs.sent;
-		e->bytes_received = cs.received;
+		e->bytes_sent = passive ? cs.received : cs.sent;
+		e->bytes_received = passive ? cs.sent : cs.received;
 		e->srtt_us = skops->srtt_us >> 3;
 		e->retransmits = skops->total_retrans;
 		if (!(s->flags & SM_SK_ESTABLISHED))
