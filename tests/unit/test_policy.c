@@ -205,9 +205,9 @@ static void test_example(void **state)
 	assert_int_equal(p->n_quotas, 1);
 	assert_string_equal(p->quotas[0].from, "frontend");
 	assert_string_equal(p->quotas[0].to, "reviews");
-	assert_int_equal(p->quotas[0].rate, 1000);
-	assert_int_equal(p->quotas[0].burst, 200);
-	assert_int_equal(p->quotas[0].max_concurrent, 500);
+	assert_int_equal(p->quotas[0].rate, 20000);
+	assert_int_equal(p->quotas[0].burst, 5000);
+	assert_int_equal(p->quotas[0].max_concurrent, 1000);
 	assert_loc(p->quotas[0].loc, 67, 5);
 
 	assert_ptr_equal(sm_policy_service(p, "reviews"), &p->services[1]);
