@@ -247,6 +247,9 @@ static int fill_hooks(struct sm_dp *dp)
 	bpf_object__for_each_program(prog, dp->skel->obj) {
 		struct sm_hook *h = &dp->hooks[dp->n_hooks];
 
+		/* The drain iterator is run by the agent, not attached. */
+		if (bpf_program__type(prog) == BPF_PROG_TYPE_TRACING)
+			continue;
 		if (dp->n_hooks == SM_HOOKS_MAX)
 			return -E2BIG;
 		memset(&info, 0, sizeof(info));
