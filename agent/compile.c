@@ -287,6 +287,9 @@ static void add_service(struct cc *c, const struct sm_service *s,
 		.affinity = s->affinity,
 		.drain = s->drain,
 		.n_subsets = (uint8_t)s->n_subsets,
+		/* The parser keeps both within 16 bits. */
+		.outlier_failures = (uint16_t)s->outlier.failures,
+		.outlier_eject_s = (uint16_t)s->outlier.eject_seconds,
 	};
 	uint32_t weight[SM_MAX_SUBSETS] = {};
 	size_t i, e;

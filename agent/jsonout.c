@@ -19,6 +19,7 @@ static const char *const reason_names[SM_WHY_MAX] = {
 	[SM_WHY_QUOTA_RATE] = "quota_rate",
 	[SM_WHY_QUOTA_CONCURRENT] = "quota_concurrent",
 	[SM_WHY_PEER] = "accepted",
+	[SM_WHY_CONNECT_FAILED] = "connect_failed",
 };
 
 static const char *const event_names[] = {
@@ -26,6 +27,7 @@ static const char *const event_names[] = {
 	[SM_EV_DENY] = "deny",
 	[SM_EV_AUDIT] = "audit",
 	[SM_EV_CLOSE] = "close",
+	[SM_EV_OUTLIER] = "outlier",
 };
 
 static const char *const stat_names[SM_S_MAX] = {
@@ -37,6 +39,8 @@ static const char *const stat_names[SM_S_MAX] = {
 	[SM_S_NO_STORAGE] = "no_storage",
 	[SM_S_PAIR_FULL] = "pair_map_full",
 	[SM_S_UNTRACKED] = "untracked_sockets",
+	[SM_S_DRAINED] = "drained",
+	[SM_S_EJECTIONS] = "outlier_ejections",
 };
 
 _Static_assert(sizeof(verdict_names) / sizeof(verdict_names[0]) == SM_V_MAX,
@@ -58,7 +62,7 @@ const char *sm_reason_name(unsigned int r)
 
 const char *sm_event_name(unsigned int type)
 {
-	return type && type <= SM_EV_CLOSE ? event_names[type] : "unknown";
+	return type && type <= SM_EV_OUTLIER ? event_names[type] : "unknown";
 }
 
 const char *sm_stat_name(unsigned int s)

@@ -976,9 +976,9 @@ static void parse_outlier(struct parser *ps, yaml_node_t *map,
 	snprintf(where, sizeof(where), "outlier of %s", owner);
 	if (!collect(ps, map, where, outlier_keys, v))
 		return;
-	opt_uint(ps, v[OUT_FAILURES], &at, "failures", 0, UINT32_MAX,
+	opt_uint(ps, v[OUT_FAILURES], &at, "failures", 0, UINT16_MAX,
 		 &o->failures);
-	opt_uint(ps, v[OUT_EJECT], &at, "eject_seconds", 1, UINT32_MAX,
+	opt_uint(ps, v[OUT_EJECT], &at, "eject_seconds", 1, UINT16_MAX,
 		 &o->eject_seconds);
 }
 

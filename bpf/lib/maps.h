@@ -118,6 +118,25 @@ struct {
 	__type(value, struct sm_local_val);
 } SM_MAP_LOCAL SEC(".maps");
 
+/* Outlier state per backend address, kept across policies. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sm_sockaddr);
+	__type(value, struct sm_outlier_val);
+} SM_MAP_OUTLIER SEC(".maps");
+
+/*
+ * Endpoints just removed from a service with drain: close. The agent fills
+ * it, runs the drain iterator in every network namespace, and empties it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct sm_sockaddr);
+	__type(value, __u32);
+} SM_MAP_DRAIN SEC(".maps");
+
 /* Global counters, indexed by enum sm_stat. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

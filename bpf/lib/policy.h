@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "stats.h"
+#include "outlier.h"
 #include "quota.h"
 
 struct sm_decision {
@@ -95,8 +96,9 @@ static __always_inline int backend_pick(__u32 slot, __u32 svc,
 					struct sm_decision *d)
 {
 	struct sm_backend_key key = { .svc = svc };
-	struct sm_backend_val *be;
-	__u32 total, r, n, i, subset = 0;
+	struct sm_backend_val *be, *chosen = NULL, *fallback = NULL;
+	__u32 total, r, n, i, start, subset = 0;
+	__u64 now;
 
 	if (list >= SM_LISTS)
 		return -SM_ERRNO_NO_BACKEND;
@@ -113,18 +115,36 @@ static __always_inline int backend_pick(__u32 slot, __u32 svc,
 		}
 	}
 
-	/* Step 2: an endpoint of that subset, always at random. */
+	/*
+	 * Step 2: an endpoint of that subset, always at random; ejected
+	 * outliers are skipped, unless every one tried is out, then the
+	 * first pick stands.
+	 */
 	n = sv->n_endpoints[list][subset & (SM_MAX_SUBSETS - 1)];
 	if (!n)
 		return -SM_ERRNO_NO_BACKEND;
-	key.idx = bpf_get_prandom_u32() % n;
+	start = bpf_get_prandom_u32() % n;
 	key.subset = subset;
 	key.slot = slot | (list << 1);
-	be = bpf_map_lookup_elem(&SM_MAP_BACKEND, &key);
-	if (!be)
+	now = bpf_ktime_get_ns();
+	for (i = 0; i < SM_OUTLIER_PROBES && i < n; i++) {
+		key.idx = (start + i) % n;
+		be = bpf_map_lookup_elem(&SM_MAP_BACKEND, &key);
+		if (!be)
+			break;
+		if (!fallback)
+			fallback = be;
+		if (!outlier_ejected(&be->sa, now)) {
+			chosen = be;
+			break;
+		}
+	}
+	if (!chosen)
+		chosen = fallback;
+	if (!chosen)
 		return -SM_ERRNO_NO_BACKEND;
 
-	d->backend = be->sa;
+	d->backend = chosen->sa;
 	d->subset = subset;
 	return 0;
 }

@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "ctx.h"
+#include "outlier.h"
 #include "policy.h"
 #include "quota.h"
 #include "stats.h"
@@ -306,6 +307,8 @@ static __always_inline void ops_active_established(struct bpf_sock_ops *skops)
 	if (!s || !(s->flags & SM_SK_MANAGED))
 		return;
 	__sync_fetch_and_or(&s->flags, SM_SK_ESTABLISHED);
+	if (s->n_xlate)
+		outlier_ok(&s->dst);
 	if (opt_echo_seen(skops)) {
 		__sync_fetch_and_or(&s->flags, SM_SK_TRACE_ACKED);
 		__sync_fetch_and_and(&s->flags, ~SM_SK_TRACE_PENDING);
@@ -332,8 +335,19 @@ static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 		s->dst_subset = lv->subset;
 		__sync_fetch_and_or(&s->flags, SM_SK_LOCAL_PEER);
 	} else {
+		/*
+		 * A client that comes from the very address it dials is a
+		 * process of this namespace our hooks did not see: world, as
+		 * ingress.h decided, not the service that owns the address.
+		 */
 		ctx_ops_remote(skops, &r);
-		s->dst_svc = peer_svc(active_slot(), &r.addr);
+		if (fk.saddr.a[0] == fk.daddr.a[0] &&
+		    fk.saddr.a[1] == fk.daddr.a[1] &&
+		    fk.saddr.a[2] == fk.daddr.a[2] &&
+		    fk.saddr.a[3] == fk.daddr.a[3])
+			s->dst_svc = SM_SVC_WORLD;
+		else
+			s->dst_svc = peer_svc(active_slot(), &r.addr);
 		s->dst_subset = SM_SUBSET_NONE;
 		pair_count(s->dst_svc, s->svc, SM_V_ALLOWED);
 	}
@@ -444,6 +458,32 @@ static __always_inline void ops_count_close(const struct bpf_sock_ops *skops,
 	}
 }
 
+/*
+ * A client's connect through a VIP never completed: the backend refused
+ * it, or the client gave up first. That counts against the backend.
+ */
+static __always_inline void ops_connect_failed(struct bpf_sock_ops *skops,
+					       const struct sm_sk *s)
+{
+	struct sm_svc_key key = { .svc = s->dst_svc, .slot = active_slot() };
+	struct sm_svc_val *sv;
+	struct sm_event *e;
+
+	if (!s->n_xlate || (s->flags & SM_SK_PASSIVE))
+		return;
+	sv = bpf_map_lookup_elem(&SM_MAP_SVC, &key);
+	if (!sv || !outlier_fail(&s->dst, s->dst_svc, sv))
+		return;
+	e = event_new(SM_EV_OUTLIER);
+	if (!e)
+		return;
+	event_from_sk(e, s);
+	e->cookie = bpf_get_socket_cookie(skops);
+	e->reason = SM_WHY_CONNECT_FAILED;
+	e->duration_ns = (__u64)sv->outlier_eject_s * 1000000000ULL;
+	bpf_ringbuf_submit(e, 0);
+}
+
 /* The state machine moved: note FINs, and account for the close. */
 static __always_inline void ops_state(struct bpf_sock_ops *skops)
 {
@@ -467,6 +507,8 @@ static __always_inline void ops_state(struct bpf_sock_ops *skops)
 		return;
 	if (__sync_fetch_and_or(&s->flags, SM_SK_CLOSED) & SM_SK_CLOSED)
 		return;
+	if (old == SM_TCP_SYN_SENT)
+		ops_connect_failed(skops, s);
 
 	/* A server still waiting for the id settles without it. */
 	if (s->flags & SM_SK_TRACE_WAIT) {

@@ -38,6 +38,7 @@
 #define SM_MAP_NAMES	sm_names
 #define SM_MAP_OUTLIER	sm_outlier
 #define SM_MAP_LOCAL	sm_local
+#define SM_MAP_DRAIN	sm_drain
 
 #define SM__STR(x) #x
 #define SM_STR(x) SM__STR(x)
@@ -80,6 +81,7 @@ enum sm_reason {
 	SM_WHY_QUOTA_RATE,	/* connections_per_second exhausted */
 	SM_WHY_QUOTA_CONCURRENT,/* max_concurrent reached */
 	SM_WHY_PEER,		/* accepted connection (server side) */
+	SM_WHY_CONNECT_FAILED,	/* outlier: connects to a backend kept failing */
 	SM_WHY_MAX,
 };
 
@@ -129,6 +131,8 @@ enum sm_stat {
 	SM_S_NO_STORAGE,	/* socket storage could not be made */
 	SM_S_PAIR_FULL,		/* sm_pair_stats full */
 	SM_S_UNTRACKED,		/* socket older than the agent */
+	SM_S_DRAINED,		/* connection closed: its endpoint was removed */
+	SM_S_EJECTIONS,		/* backend taken out of selection (outlier) */
 	SM_S_MAX,
 };
 
@@ -215,7 +219,8 @@ struct sm_svc_val {
 	__u8 affinity;		/* enum sm_affinity */
 	__u8 drain;		/* enum sm_drain */
 	__u8 n_subsets;
-	__u32 pad;
+	__u16 outlier_failures;	/* failed connects in a row that eject; 0: off */
+	__u16 outlier_eject_s;	/* seconds an ejected backend sits out */
 	__u32 total_weight[SM_LISTS];		/* 0: no backend */
 	__u32 cum_weight[SM_LISTS][SM_MAX_SUBSETS];
 	__u16 n_endpoints[SM_LISTS][SM_MAX_SUBSETS];
@@ -279,6 +284,18 @@ struct sm_quota_state {
 	__u64 tokens_ns;
 	__u64 last_ns;
 	__s64 active;		/* live connections held against max_concurrent */
+};
+
+/*
+ * Outlier state of one backend address, across policies: consecutive
+ * failed connects, and until when it is out of selection.
+ */
+struct sm_outlier_val {
+	__u64 ejected_until_ns;	/* bpf_ktime_get_ns() clock; 0: in */
+	__u32 failures;
+	__u32 ejections;	/* times ejected, for the metric */
+	__u32 svc;
+	__u32 pad;
 };
 
 /* Names for the CLI and the agent's labels, kept pinned. */
@@ -404,6 +421,7 @@ enum sm_event_type {
 	SM_EV_DENY,
 	SM_EV_AUDIT,
 	SM_EV_CLOSE,
+	SM_EV_OUTLIER,		/* a backend was taken out of selection */
 };
 
 enum sm_side {
@@ -471,6 +489,7 @@ SM_ABI_ASSERT(struct sm_rule_key, 12);
 SM_ABI_ASSERT(struct sm_quota_cfg_key, 16);
 SM_ABI_ASSERT(struct sm_quota_cfg, 32);
 SM_ABI_ASSERT(struct sm_quota_state, 32);
+SM_ABI_ASSERT(struct sm_outlier_val, 24);
 SM_ABI_ASSERT(struct sm_name_key, 8);
 SM_ABI_ASSERT(struct sm_pair_val, 8 * (SM_V_MAX + 5 + SM_DUR_BUCKETS));
 SM_ABI_ASSERT(struct sm_xlate, 40);
