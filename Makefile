@@ -42,7 +42,7 @@ COMMON_SRCS := agent/log.c agent/policy.c agent/cgroup.c agent/pins.c \
 	       agent/names.c agent/jsonout.c
 AGENT_SRCS := agent/main.c agent/loader.c agent/compile.c agent/apply.c \
 	      agent/events.c agent/flowlog.c agent/metrics.c agent/http.c \
-	      agent/prom.c agent/selfcheck.c agent/api.c
+	      agent/prom.c agent/selfcheck.c agent/api.c agent/drain.c
 CLI_SRCS := tools/sockmesh.c
 
 COMMON_OBJS := $(patsubst %.c,$(OUTPUT)/%.o,$(COMMON_SRCS))
@@ -106,7 +106,8 @@ $(OUTPUT)/tools/%.o: tools/%.c | $(OUTPUT)/tools
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # Everything that includes the skeleton waits for it.
-$(OUTPUT)/agent/loader.o $(OUTPUT)/agent/main.o: $(SKEL)
+$(OUTPUT)/agent/loader.o $(OUTPUT)/agent/main.o \
+$(OUTPUT)/agent/drain.o: $(SKEL)
 
 $(AGENT): $(AGENT_OBJS) $(COMMON_OBJS)
 	$(call msg,LD,$@)

@@ -42,6 +42,7 @@ struct sm_opts {
 };
 
 struct sm_http;
+struct bpf_link;
 
 struct sm_agent {
 	pthread_mutex_t lock;
@@ -56,6 +57,7 @@ struct sm_agent {
 	struct sm_flowlog *flowlog;
 	struct sm_events *events;
 	struct sm_http *http;
+	struct bpf_link *drain_link;	/* the drain iterator, made on first use */
 	char *token;			/* bearer token, NULL: none */
 
 	/* Under lock. */
@@ -77,6 +79,14 @@ struct sm_agent {
 /* Reload from the policy file, or from text given over HTTP (text != NULL). */
 int sm_agent_reload(struct sm_agent *a, const char *text, size_t len,
 		    char *err, size_t errlen);
+
+/*
+ * Close client connections to endpoints that the step from old to new
+ * removed from drain: close services (drain.c).
+ */
+struct sm_image;
+int sm_drain(struct sm_agent *a, const struct sm_image *old,
+	     const struct sm_image *new);
 
 /* HTTP API (api.c). */
 int sm_api_start(struct sm_agent *a);

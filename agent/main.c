@@ -18,6 +18,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <bpf/libbpf.h>
 #include <systemd/sd-daemon.h>
 
 #include "agent.h"
@@ -279,6 +280,9 @@ static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
 	err = sm_apply(&a->applier, img, d);
 	if (err)
 		return err;
+	if (gen != a->applier.generation)
+		sm_drain(a, a->applier.slot[a->applier.active ^ 1],
+			 a->applier.slot[a->applier.active]);
 
 	pthread_mutex_lock(&a->lock);
 	if (a->policy != p) {
@@ -651,6 +655,7 @@ int main(int argc, char **argv)
 		err = loop(&a);
 
 	sm_api_stop(&a);
+	bpf_link__destroy(a.drain_link);
 	sm_events_stop(a.events);
 	sm_flowlog_close(a.flowlog);
 	sm_applier_free(&a.applier);

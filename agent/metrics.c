@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -206,6 +207,58 @@ static void global_stats(struct sm_agent *a, struct sm_prom *w)
 	f = sm_prom_family(w, "sockmesh_pair_stats_full_total", SM_PROM_COUNTER,
 			   "Counter updates lost because sm_pair_stats was full");
 	sm_prom_u64(f, NULL, 0, st[SM_S_PAIR_FULL]);
+	f = sm_prom_family(w, "sockmesh_drained_connections_total",
+			   SM_PROM_COUNTER,
+			   "Connections closed because a reload removed their "
+			   "endpoint (drain: close)");
+	sm_prom_u64(f, NULL, 0, st[SM_S_DRAINED]);
+}
+
+/* Ejections per service, and backends out of selection right now. */
+static void outliers(struct sm_agent *a, struct sm_prom *w)
+{
+	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_OUTLIER));
+	struct sm_prom_family *total, *out;
+	struct sm_sockaddr key, next;
+	struct sm_outlier_val v;
+	struct {
+		__u64 ejections;
+		__u64 out;
+	} *per;
+	char name[SM_NAME_LEN];
+	void *prev = NULL;
+	struct timespec ts;
+	__u64 now;
+	uint32_t i;
+
+	per = calloc(a->names.cap, sizeof(*per));
+	if (!per)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (__u64)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &v) || v.svc >= a->names.cap)
+			continue;
+		per[v.svc].ejections += v.ejections;
+		per[v.svc].out += v.ejected_until_ns > now;
+	}
+	total = sm_prom_family(w, "sockmesh_outlier_ejections_total",
+			       SM_PROM_COUNTER,
+			       "Backends taken out of selection after failed "
+			       "connects, by service");
+	out = sm_prom_family(w, "sockmesh_outlier_ejected", SM_PROM_GAUGE,
+			     "Backends out of selection now, by service");
+	for (i = 1; i < a->names.cap; i++) {
+		if (!per[i].ejections)
+			continue;
+		sm_names_get(&a->names, i, name, sizeof(name));
+		sm_prom_u64(total, SM_PROM_LABELS({ "service", name }),
+			    per[i].ejections);
+		sm_prom_u64(out, SM_PROM_LABELS({ "service", name }), per[i].out);
+	}
+	free(per);
 }
 
 /* Entries of a map that is not a policy map, counted by walking it. */
@@ -329,6 +382,7 @@ int sm_metrics_render(struct sm_agent *a, char **text, size_t *len)
 	canaries(a, &f);
 	quotas(a, &f);
 	global_stats(a, w);
+	outliers(a, w);
 	map_fill(a, w);
 	agent_state(a, w);
 	err = sm_prom_text(w, text, len);

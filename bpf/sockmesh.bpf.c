@@ -6,6 +6,7 @@
  */
 #include "lib/common.h"
 #include "lib/ctx.h"
+#include "lib/drain.h"
 #include "lib/identity.h"
 #include "lib/ingress.h"
 #include "lib/sock.h"
@@ -244,4 +245,15 @@ SEC("cgroup_skb/ingress")
 int sm_ingress(struct __sk_buff *skb)
 {
 	return __ingress_check(skb) ? SM_REJECT : SM_PROCEED;
+}
+
+/* Run by the agent, not attached to the cgroup: see lib/drain.h. */
+SEC("iter/tcp")
+int sm_drain_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+
+	if (skc && drain_match(skc) && !bpf_sock_destroy(skc))
+		stat_inc(SM_S_DRAINED);
+	return 0;
 }

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+/*
+ * drain: close. After a reload removes endpoints from a service, client
+ * connections that reached them through a VIP are closed, so long-lived
+ * clients (gRPC, HTTP/2 pools) reconnect and get a live backend.
+ *
+ * The kernel's socket iterator walks the sockets of one network namespace,
+ * the one its reader was in when the iterator was made. Services live in
+ * namespaces of their own, so the iterator is run in each namespace that a
+ * process of the managed cgroup subtree is in.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "agent.h"
+#include "log.h"
+#include "sockmesh.skel.h"
+
+#define MAX_NETNS 4096
+
+/* Network namespaces of the processes under one cgroup directory. */
+struct netns_set {
+	ino_t ino[MAX_NETNS];
+	int fd[MAX_NETNS];
+	unsigned int n;
+};
+
+static void netns_add_pid(struct netns_set *ns, const char *pid)
+{
+	char path[64];
+	struct stat st;
+	unsigned int i;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%s/ns/net", pid);
+	if (stat(path, &st))
+		return;
+	for (i = 0; i < ns->n; i++)
+		if (ns->ino[i] == st.st_ino)
+			return;
+	if (ns->n == MAX_NETNS)
+		return;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ns->ino[ns->n] = st.st_ino;
+	ns->fd[ns->n++] = fd;
+}
+
+/* Every process in dir and the cgroups below it. */
+static void netns_walk(struct netns_set *ns, const char *dir, int depth)
+{
+	char path[PATH_MAX], pid[32];
+	struct dirent *de;
+	FILE *f;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	f = fopen(path, "re");
+	if (f) {
+		while (fgets(pid, sizeof(pid), f)) {
+			pid[strcspn(pid, "\n")] = '\0';
+			netns_add_pid(ns, pid);
+		}
+		fclose(f);
+	}
+	if (depth >= SM_CGROUP_MAX_DEPTH)
+		return;
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		netns_walk(ns, path, depth + 1);
+	}
+	closedir(d);
+}
+
+/* Run the iterator once, in the caller's thread's current namespace. */
+static int iterate(struct bpf_link *link)
+{
+	char buf[256];
+	int fd, err = 0;
+	ssize_t n;
+
+	fd = bpf_iter_create(bpf_link__fd(link));
+	if (fd < 0)
+		return -errno;
+	/* The program prints nothing; reading to the end runs it. */
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		;
+	if (n < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/* Run it in every namespace in ns, then come back to our own. */
+static int iterate_all(struct bpf_link *link, const struct netns_set *ns)
+{
+	int self, err = 0, e;
+	unsigned int i;
+
+	self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (self < 0)
+		return -errno;
+	err = iterate(link);
+	for (i = 0; i < ns->n; i++) {
+		if (setns(ns->fd[i], CLONE_NEWNET)) {
+			err = err ?: -errno;
+			continue;
+		}
+		e = iterate(link);
+		err = err ?: e;
+	}
+	if (setns(self, CLONE_NEWNET)) {
+		/* Only this thread moved; every later netns use would be wrong. */
+		pr_warn("drain: cannot return to our network namespace: %s\n",
+			strerror(errno));
+		abort();
+	}
+	close(self);
+	return err;
+}
+
+static const struct sm_svc_val *svc_of(const struct sm_image *img, uint32_t id)
+{
+	struct sm_svc_key key = { .svc = id };
+
+	return sm_kvs_find(&img->maps[SM_PM_SVC], &key);
+}
+
+/* Is (svc, backend) in the new image's every-endpoint list? */
+static int still_there(const struct sm_image *img, uint32_t svc,
+		       const struct sm_sockaddr *sa)
+{
+	const struct sm_kvs *b = &img->maps[SM_PM_BACKEND];
+	size_t i;
+
+	for (i = 0; i < b->n; i++) {
+		const struct sm_backend_key *k = (const void *)(b->keys + i * b->key_size);
+		const struct sm_backend_val *v = (const void *)(b->vals + i * b->val_size);
+
+		if (k->svc == svc && (k->slot >> 1) == SM_LIST_ALL &&
+		    !memcmp(&v->sa, sa, sizeof(*sa)))
+			return 1;
+	}
+	return 0;
+}
+
+/* Endpoints of drain: close services that old has and new does not. */
+static unsigned int removed(const struct sm_image *old, const struct sm_image *new,
+			    int map_fd)
+{
+	const struct sm_kvs *b = &old->maps[SM_PM_BACKEND];
+	unsigned int n = 0;
+	size_t i;
+
+	for (i = 0; i < b->n; i++) {
+		const struct sm_backend_key *k = (const void *)(b->keys + i * b->key_size);
+		const struct sm_backend_val *v = (const void *)(b->vals + i * b->val_size);
+		const struct sm_svc_val *sv = svc_of(new, k->svc);
+		__u32 svc = k->svc;
+
+		if ((k->slot >> 1) != SM_LIST_ALL)
+			continue;
+		/* A service that is gone entirely drains like drain: close. */
+		if ((sv && sv->drain == SM_DRAIN_KEEP) || still_there(new, k->svc, &v->sa))
+			continue;
+		if (!bpf_map_update_elem(map_fd, &v->sa, &svc, BPF_ANY))
+			n++;
+	}
+	return n;
+}
+
+static uint64_t drained_total(struct sm_agent *a)
+{
+	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_STATS));
+	int ncpu = libbpf_num_possible_cpus(), c;
+	__u32 key = SM_S_DRAINED;
+	__u64 *vals, sum = 0;
+
+	vals = calloc(ncpu, sizeof(*vals));
+	if (vals && !bpf_map_lookup_elem(fd, &key, vals))
+		for (c = 0; c < ncpu; c++)
+			sum += vals[c];
+	free(vals);
+	return sum;
+}
+
+static void drain_clear(int map_fd)
+{
+	struct sm_sockaddr key, next;
+	void *prev = NULL;
+
+	/* Deleting the key we stand on would restart the walk: step first. */
+	while (!bpf_map_get_next_key(map_fd, prev, &next)) {
+		if (prev)
+			bpf_map_delete_elem(map_fd, &key);
+		key = next;
+		prev = &key;
+	}
+	if (prev)
+		bpf_map_delete_elem(map_fd, &key);
+}
+
+int sm_drain(struct sm_agent *a, const struct sm_image *old,
+	     const struct sm_image *new)
+{
+	int map_fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_DRAIN));
+	struct netns_set *ns;
+	unsigned int i, n;
+	uint64_t before;
+	int err;
+
+	if (!old || !new || map_fd < 0)
+		return 0;
+	n = removed(old, new, map_fd);
+	if (!n)
+		return 0;
+	if (!a->drain_link) {
+		a->drain_link = bpf_program__attach_iter(a->dp.skel->progs.sm_drain_tcp,
+							 NULL);
+		if (!a->drain_link) {
+			err = -errno;
+			pr_warn("drain: iterator: %s; connections to %u removed "
+				"endpoint(s) stay open\n", strerror(-err), n);
+			drain_clear(map_fd);
+			return err;
+		}
+	}
+	ns = calloc(1, sizeof(*ns));
+	if (!ns) {
+		drain_clear(map_fd);
+		return -ENOMEM;
+	}
+	before = drained_total(a);
+	netns_walk(ns, a->cg_abs, 0);
+	err = iterate_all(a->drain_link, ns);
+	for (i = 0; i < ns->n; i++)
+		close(ns->fd[i]);
+	free(ns);
+	drain_clear(map_fd);
+	pr_info("drain: %u endpoint(s) removed; %llu connection(s) to them "
+		"closed\n", n, (unsigned long long)(drained_total(a) - before));
+	if (err)
+		pr_warn("drain: some network namespaces could not be walked: "
+			"%s\n", strerror(-err));
+	return err;
+}
