@@ -378,6 +378,8 @@ int sm_api_start(struct sm_agent *a)
 		.token = a->token,
 		.tls_cert = a->opts.tls_cert,
 		.tls_key = a->opts.tls_key,
+		/* PUT /v1/policy takes files as large as the parser does. */
+		.max_body = 64 << 20,
 	};
 	int err;
 

@@ -18,6 +18,7 @@
 #include "sockmesh/sockmesh.h"
 
 #define CG_CACHE 256	/* cgroup paths remembered, by id */
+#define SM_EVENTS_POLL_MS 50
 
 struct sm_events {
 	struct ring_buffer *rb;
@@ -133,8 +134,15 @@ static void *events_thread(void *arg)
 	struct sm_events *ev = arg;
 	int err;
 
+	/*
+	 * The datapath wakes us only when a batch has built up (see
+	 * event_submit()); between wakeups the ring is read every
+	 * SM_EVENTS_POLL_MS, which bounds how late a flow record is.
+	 */
 	while (!atomic_load(&ev->stop)) {
-		err = ring_buffer__poll(ev->rb, 200);
+		err = ring_buffer__poll(ev->rb, SM_EVENTS_POLL_MS);
+		if (err >= 0)
+			err = ring_buffer__consume(ev->rb);
 		if (err < 0 && err != -EINTR) {
 			pr_warn("ring buffer %s: poll: %s\n",
 				SM_STR(SM_MAP_EVENTS), strerror(-err));

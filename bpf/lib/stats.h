@@ -98,6 +98,24 @@ static __always_inline struct sm_event *event_new(__u8 type)
 	return e;
 }
 
+/*
+ * Hand an event to the agent. Waking the agent for every event costs more
+ * than the rest of the connection's BPF work (on a VM the wakeup is an
+ * interrupt that traps), so it is woken only once a batch has built up;
+ * the agent also reads the ring on a short timer, so no event waits long.
+ */
+#define SM_RB_WAKEUP_BYTES (64 * 1024)
+
+static __always_inline void event_submit(struct sm_event *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&SM_MAP_EVENTS, BPF_RB_AVAIL_DATA) >=
+	    SM_RB_WAKEUP_BYTES)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
 /* Fill an event with what the socket's state says about its connection. */
 static __always_inline void event_from_sk(struct sm_event *e,
 					  const struct sm_sk *s)
