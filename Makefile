@@ -118,6 +118,7 @@ $(CLI): $(CLI_OBJS) $(COMMON_OBJS)
 	$(Q)$(CC) $(CFLAGS) $^ $(LIBS) -o $@
 
 include tests/tests.mk
+include tools/bench/bench.mk
 
 # --- running ---
 
