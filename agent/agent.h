@@ -88,6 +88,9 @@ struct sm_image;
 int sm_drain(struct sm_agent *a, const struct sm_image *old,
 	     const struct sm_image *new);
 
+/* Mark and count connections older than the agent (drain.c, at start). */
+int sm_late_scan(struct sm_agent *a);
+
 /* HTTP API (api.c). */
 int sm_api_start(struct sm_agent *a);
 void sm_api_stop(struct sm_agent *a);

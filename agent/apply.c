@@ -143,6 +143,7 @@ int sm_applier_init(struct sm_applier *a, struct sm_dp *dp,
 	memset(a, 0, sizeof(*a));
 	a->active_fd = sm_dp_map_fd(dp, SM_STR(SM_MAP_ACTIVE));
 	a->config_fd = sm_dp_map_fd(dp, SM_STR(SM_MAP_CONFIG));
+	a->qstate_fd = sm_dp_map_fd(dp, SM_STR(SM_MAP_QSTATE));
 	if (bpf_map_lookup_elem(a->active_fd, &zero, &act))
 		return -errno;
 	a->active = act.slot & 1;
@@ -299,6 +300,32 @@ static int write_slot(struct sm_applier *a, const struct sm_image *img,
 	return err;
 }
 
+/*
+ * Forget the buckets and counts of quotas the policy no longer has, once
+ * no connection holds a unit of them: the map is finite, and a pair that
+ * finds it full is not limited. Runs after the flip and the grace period,
+ * so no program takes a unit of a removed quota any more; a unit given
+ * back to a forgotten pair finds nothing and is dropped.
+ */
+static void quota_gc(struct sm_applier *a)
+{
+	const struct sm_kvs *cfg = &a->slot[a->active]->maps[SM_PM_QCFG];
+	struct sm_quota_key key, next;
+	struct sm_quota_state st;
+	void *prev = NULL;
+
+	while (!bpf_map_get_next_key(a->qstate_fd, prev, &next)) {
+		struct sm_quota_cfg_key ck = { .pair = next };
+
+		if (!sm_kvs_find(cfg, &ck) &&
+		    !bpf_map_lookup_elem(a->qstate_fd, &next, &st) &&
+		    st.active <= 0 && !bpf_map_delete_elem(a->qstate_fd, &next))
+			continue;	/* the walk goes on from prev */
+		key = next;
+		prev = &key;
+	}
+}
+
 int sm_apply(struct sm_applier *a, struct sm_image *img,
 	     struct sm_diags *diags)
 {
@@ -344,5 +371,6 @@ int sm_apply(struct sm_applier *a, struct sm_image *img,
 	a->slot[next] = img;
 	a->active = next;
 	a->generation++;
+	quota_gc(a);
 	return 0;
 }

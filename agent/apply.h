@@ -22,6 +22,7 @@ struct sm_applier {
 	int fds[SM_PM_MAX];
 	int active_fd;
 	int config_fd;
+	int qstate_fd;
 	uint32_t limits[SM_PM_MAX];	/* entries one policy may use */
 	struct sm_image *slot[SM_SLOTS];	/* what each slot holds */
 	uint32_t active;

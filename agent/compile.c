@@ -311,7 +311,8 @@ static void add_service(struct cc *c, const struct sm_service *s,
 				struct sm_backend_val bv = { .sa = ep->sa,
 							     .v4 = ep->v4 };
 
-				if (list == SM_LIST_V4 && !ep->v4)
+				if ((list == SM_LIST_V4 && !ep->v4) ||
+				    (list == SM_LIST_V6 && ep->v4))
 					continue;
 				bk.idx = sv.n_endpoints[list][sidx[i]]++;
 				cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_BACKEND],
@@ -411,6 +412,37 @@ static void add_rule_key(struct cc *c, struct sm_rule_key *key,
 	}
 }
 
+/*
+ * Way-in entries (SM_RULE_PROTO_IN): a node that receives a connection sees
+ * the endpoint's port, while a rule names the port dialled. Where a rule
+ * names the port of a VIP of dst whose endpoints listen on other ports,
+ * those ports are allowed on the way in too. The rule's own entry covers
+ * the common case of equal ports.
+ */
+static void add_rule_in(struct cc *c, const struct sm_rule_key *key,
+			const struct sm_service *dst, uint32_t index)
+{
+	struct sm_rule_val val = { .index = index };
+	struct sm_rule_key in = *key;
+	size_t v, i, e;
+
+	in.proto = SM_RULE_PROTO_IN;
+	for (v = 0; key->port && v < dst->n_vips; v++) {
+		if (dst->vips[v].sa.port != key->port)
+			continue;
+		for (i = 0; i < dst->n_subsets; i++) {
+			for (e = 0; e < dst->subsets[i].n_endpoints; e++) {
+				in.port = dst->subsets[i].endpoints[e].sa.port;
+				if (in.port == key->port)
+					continue;
+				cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_RULE],
+						     &in, &val));
+			}
+		}
+		break;
+	}
+}
+
 /* One entry per (from, to, port, protocol); the first rule wins. */
 static void compile_rule(struct cc *c, size_t ri)
 {
@@ -432,10 +464,14 @@ static void compile_rule(struct cc *c, size_t ri)
 			if (!r->n_ports) {
 				key.port = 0;
 				add_rule_key(c, &key, protos, (uint32_t)ri);
+				if (protos & SM_PROTO_TCP)
+					add_rule_in(c, &key, dst, (uint32_t)ri);
 			}
 			for (k = 0; k < r->n_ports; k++) {
 				key.port = htons(r->ports[k]);
 				add_rule_key(c, &key, protos, (uint32_t)ri);
+				if (protos & SM_PROTO_TCP)
+					add_rule_in(c, &key, dst, (uint32_t)ri);
 			}
 		}
 	}

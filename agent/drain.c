@@ -261,3 +261,40 @@ int sm_drain(struct sm_agent *a, const struct sm_image *old,
 			"%s\n", strerror(-err));
 	return err;
 }
+
+/*
+ * Connections older than the agent: the iterator marks and counts each
+ * once (bpf/lib/late.h), in every network namespace of the managed
+ * subtree. Run once at start, after the programs are attached: sockets
+ * made from then on have state of their own.
+ */
+int sm_late_scan(struct sm_agent *a)
+{
+	struct bpf_link *link;
+	struct netns_set *ns;
+	unsigned int i;
+	int err;
+
+	link = bpf_program__attach_iter(a->dp.skel->progs.sm_late_tcp, NULL);
+	if (!link) {
+		err = -errno;
+		pr_warn("untracked: iterator: %s; connections older than the "
+			"agent are not counted\n", strerror(-err));
+		return err;
+	}
+	ns = calloc(1, sizeof(*ns));
+	if (!ns) {
+		bpf_link__destroy(link);
+		return -ENOMEM;
+	}
+	netns_walk(ns, a->cg_abs, 0);
+	err = iterate_all(link, ns);
+	for (i = 0; i < ns->n; i++)
+		close(ns->fd[i]);
+	free(ns);
+	bpf_link__destroy(link);
+	if (err)
+		pr_warn("untracked: some network namespaces could not be "
+			"walked: %s\n", strerror(-err));
+	return err;
+}

@@ -9,6 +9,7 @@
 #include "lib/drain.h"
 #include "lib/identity.h"
 #include "lib/ingress.h"
+#include "lib/late.h"
 #include "lib/sock.h"
 #include "lib/sockops.h"
 #include "sockmesh/sockmesh.h"
@@ -28,18 +29,22 @@ static __always_inline int sm_reject(int err)
 	return SM_REJECT;
 }
 
-/* A new socket takes the service of the cgroup that makes it. */
+/*
+ * A new socket takes the service of the cgroup that makes it. A socket of
+ * no service is marked world too: handed to a service's process, or kept
+ * by a process that moves into a service, it must not become the
+ * service's (lib/identity.h).
+ */
 SEC("cgroup/sock_create")
 int sm_sock_create(struct bpf_sock *sk)
 {
-	struct sm_cgroup_val id;
+	struct sm_cgroup_val id = { .svc = SM_SVC_WORLD,
+				    .subset = SM_SUBSET_NONE };
 	struct sm_sk *s;
 
 	if (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_UDP)
 		return SM_PROCEED;
-	/* Sockets of no service get storage only when they need it. */
-	if (!identity_current(active_slot(), &id))
-		return SM_PROCEED;
+	identity_current(active_slot(), &id);
 
 	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!s) {
@@ -119,7 +124,8 @@ int sm_sendmsg6(struct bpf_sock_addr *ctx)
 	int ret;
 
 	ctx_get_user6(ctx, &dst);
-	ret = __sock_fwd(ctx, &dst, SM_LIST_ALL, 1);
+	/* An IPv4-mapped address is refused here: IPv6 endpoints only. */
+	ret = __sock_fwd(ctx, &dst, SM_LIST_V6, 1);
 	if (ret < 0)
 		return sm_reject(ret);
 	if (ret > 0)
@@ -255,5 +261,16 @@ int sm_drain_tcp(struct bpf_iter__tcp *ctx)
 
 	if (skc && drain_match(skc) && !bpf_sock_destroy(skc))
 		stat_inc(SM_S_DRAINED);
+	return 0;
+}
+
+/* Run by the agent once at start, not attached: see lib/late.h. */
+SEC("iter/tcp")
+int sm_late_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+
+	if (skc)
+		late_mark(skc);
 	return 0;
 }

@@ -83,9 +83,14 @@ static __always_inline void sk_init(struct sm_sk *s,
 }
 
 /*
- * Socket storage of a sock_addr hook's socket. A socket made before the
- * agent started has none; it takes the service of the task that first
- * uses it, which is its creator unless the socket was passed on.
+ * Socket storage of a sock_addr hook's socket. Every socket made since the
+ * agent started has it. One made world in a cgroup that is a service's by
+ * now (the agent resolved the cgroup a moment after the socket was made)
+ * takes that service, but only from a task still in that very cgroup and
+ * before its first decision: a socket passed to another process, or whose
+ * process moved, stays world. A socket made before the agent started has
+ * no storage; it takes the service of the task that first uses it, which
+ * is its creator unless the socket was passed on.
  * want_world: make storage for a socket in no service too.
  */
 static __always_inline struct sm_sk *sk_get(struct bpf_sock *sk, __u32 slot,
@@ -97,10 +102,18 @@ static __always_inline struct sm_sk *sk_get(struct bpf_sock *sk, __u32 slot,
 	int managed;
 
 	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
-	if (s)
+	if (s && (s->svc != SM_SVC_WORLD || (s->flags & SM_SK_MANAGED) ||
+		  s->cgid != bpf_get_current_cgroup_id()))
 		return s;
 
 	managed = identity_current(slot, &id);
+	if (s) {
+		if (managed) {
+			s->svc = id.svc;
+			s->subset = id.subset;
+		}
+		return s;
+	}
 	if (!managed && !want_world)
 		return NULL;
 

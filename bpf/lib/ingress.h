@@ -88,7 +88,7 @@ static __always_inline void ingress_record(const struct sm_sk *s,
 	e->orig.addr = fk->daddr;
 	e->orig.port = fk->dport;
 	e->dst = e->orig;
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
 }
 
 /*
@@ -149,14 +149,15 @@ static __always_inline int __ingress_check(struct __sk_buff *skb)
 		return 0;
 
 	/*
-	 * Step 2: a rule from the peer's service on the port dialled. A SYN
+	 * Step 2: a rule from the peer's service on the port it reached
+	 * (for a VIP dialled elsewhere, the endpoint's port). A SYN
 	 * over loopback comes from a process of this network namespace that
 	 * our hooks did not see (outside the managed cgroup): world, whatever
 	 * address it uses.
 	 */
 	peer = skb->ingress_ifindex == SM_LOOPBACK_IFINDEX ?
 		       SM_SVC_WORLD : peer_svc(slot, &fk.saddr);
-	if (rule_find(slot, peer, s->svc, fk.dport, IPPROTO_TCP, &rule))
+	if (rule_find_in(slot, peer, s->svc, fk.dport, &rule))
 		return 0;
 
 	/* Step 3: audit mode records it and lets it in. */

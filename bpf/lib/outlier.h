@@ -11,7 +11,7 @@
 #include "common.h"
 #include "stats.h"
 
-/* Endpoints tried after an ejected one before falling back to it. */
+/* Endpoints looked at when the first pick is ejected. */
 #define SM_OUTLIER_PROBES 8
 
 static __always_inline int outlier_ejected(const struct sm_sockaddr *be,

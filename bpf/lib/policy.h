@@ -72,6 +72,18 @@ static __always_inline int rule_find(__u32 slot, __u32 src, __u32 dst,
 	return 1;
 }
 
+/*
+ * A rule for a TCP connection arriving at an endpoint of svc on port: a
+ * rule on that port, or, when a client elsewhere dialled a VIP whose port
+ * differs from its endpoints', the way-in entry the agent made for it.
+ */
+static __always_inline int rule_find_in(__u32 slot, __u32 src, __u32 dst,
+					__be16 port, __u32 *index)
+{
+	return rule_find(slot, src, dst, port, IPPROTO_TCP, index) ||
+	       rule_find(slot, src, dst, port, SM_RULE_PROTO_IN, index);
+}
+
 /* FNV-1a over the caller's identity and the service: affinity's choice. */
 static __always_inline __u32 affinity_hash(__u64 caller, __u32 svc)
 {
@@ -87,6 +99,45 @@ static __always_inline __u32 affinity_hash(__u64 caller, __u32 svc)
 }
 
 /*
+ * An endpoint of one subset, at random. Ejected outliers are left out:
+ * when the first pick is out, one of those still in selection among the
+ * SM_OUTLIER_PROBES endpoints from there is drawn evenly, so that no
+ * endpoint takes over the share of an ejected neighbour (exactly even for
+ * subsets of up to SM_OUTLIER_PROBES endpoints). When every one looked at
+ * is out, the first pick stands.
+ */
+static __always_inline struct sm_backend_val *
+endpoint_pick(struct sm_backend_key *key, __u32 n)
+{
+	struct sm_backend_val *be, *first = NULL;
+	__u16 in[SM_OUTLIER_PROBES] = {};
+	__u64 now = bpf_ktime_get_ns();
+	__u32 i, start, n_in = 0;
+
+	start = bpf_get_prandom_u32() % n;
+	for (i = 0; i < SM_OUTLIER_PROBES && i < n; i++) {
+		key->idx = (start + i) % n;
+		be = bpf_map_lookup_elem(&SM_MAP_BACKEND, key);
+		if (!be)
+			break;
+		if (!outlier_ejected(&be->sa, now)) {
+			/* The common case: the first pick is in selection. */
+			if (!i)
+				return be;
+			in[n_in++ & (SM_OUTLIER_PROBES - 1)] = key->idx;
+		} else if (!i) {
+			first = be;
+		}
+	}
+	if (!n_in)
+		return first;
+
+	key->idx = in[(bpf_get_prandom_u32() % n_in) & (SM_OUTLIER_PROBES - 1)];
+	be = bpf_map_lookup_elem(&SM_MAP_BACKEND, key);
+	return be ? be : first;
+}
+
+/*
  * Choose a subset by weight, then one of its endpoints evenly. `pick` is
  * random, or the affinity hash so one caller keeps one subset.
  */
@@ -96,9 +147,8 @@ static __always_inline int backend_pick(__u32 slot, __u32 svc,
 					struct sm_decision *d)
 {
 	struct sm_backend_key key = { .svc = svc };
-	struct sm_backend_val *be, *chosen = NULL, *fallback = NULL;
-	__u32 total, r, n, i, start, subset = 0;
-	__u64 now;
+	struct sm_backend_val *chosen;
+	__u32 total, r, n, i, subset = 0;
 
 	if (list >= SM_LISTS)
 		return -SM_ERRNO_NO_BACKEND;
@@ -115,32 +165,13 @@ static __always_inline int backend_pick(__u32 slot, __u32 svc,
 		}
 	}
 
-	/*
-	 * Step 2: an endpoint of that subset, always at random; ejected
-	 * outliers are skipped, unless every one tried is out, then the
-	 * first pick stands.
-	 */
+	/* Step 2: an endpoint of that subset, always at random. */
 	n = sv->n_endpoints[list][subset & (SM_MAX_SUBSETS - 1)];
 	if (!n)
 		return -SM_ERRNO_NO_BACKEND;
-	start = bpf_get_prandom_u32() % n;
 	key.subset = subset;
 	key.slot = slot | (list << 1);
-	now = bpf_ktime_get_ns();
-	for (i = 0; i < SM_OUTLIER_PROBES && i < n; i++) {
-		key.idx = (start + i) % n;
-		be = bpf_map_lookup_elem(&SM_MAP_BACKEND, &key);
-		if (!be)
-			break;
-		if (!fallback)
-			fallback = be;
-		if (!outlier_ejected(&be->sa, now)) {
-			chosen = be;
-			break;
-		}
-	}
-	if (!chosen)
-		chosen = fallback;
+	chosen = endpoint_pick(&key, n);
 	if (!chosen)
 		return -SM_ERRNO_NO_BACKEND;
 

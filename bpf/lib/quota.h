@@ -30,26 +30,42 @@ quota_state(const struct sm_quota_key *pair, const struct sm_quota_cfg *cfg)
 	return bpf_map_lookup_elem(&SM_MAP_QSTATE, pair);
 }
 
-/* One token from the bucket, refilled for the time since the last take. */
-static __always_inline int quota_rate_take(struct sm_quota_state *q,
-					   const struct sm_quota_cfg *cfg)
+/*
+ * Both limits, decided under the pair's lock. The count only grows here,
+ * and only while it is below max_concurrent, so new connections never
+ * take it past the limit, not even for a moment: sockmesh_quota_active
+ * never shows more than were let in. Units are given back without the
+ * lock (quota_release); a close that races with the check is simply seen
+ * a moment later. A connection refused for max_concurrent spends no token.
+ */
+static __always_inline int quota_take_locked(struct sm_quota_state *q,
+					     const struct sm_quota_cfg *cfg,
+					     __u64 now, __u8 *reason)
 {
-	__u64 now = bpf_ktime_get_ns();
-	int ok = 0;
+	/* Refill the bucket for the time since the last connection. */
+	if (cfg->rate) {
+		if (now > q->last_ns) {
+			q->tokens_ns += now - q->last_ns;
+			if (q->tokens_ns > cfg->bucket_ns)
+				q->tokens_ns = cfg->bucket_ns;
+		}
+		q->last_ns = now;
+	}
 
-	bpf_spin_lock(&q->lock);
-	if (now > q->last_ns) {
-		q->tokens_ns += now - q->last_ns;
-		if (q->tokens_ns > cfg->bucket_ns)
-			q->tokens_ns = cfg->bucket_ns;
+	if (cfg->max_concurrent && q->active >= (__s64)cfg->max_concurrent) {
+		*reason = SM_WHY_QUOTA_CONCURRENT;
+		return -SM_ERRNO_QUOTA;
 	}
-	q->last_ns = now;
-	if (q->tokens_ns >= cfg->token_ns) {
+	if (cfg->rate) {
+		if (q->tokens_ns < cfg->token_ns) {
+			*reason = SM_WHY_QUOTA_RATE;
+			return -SM_ERRNO_QUOTA;
+		}
 		q->tokens_ns -= cfg->token_ns;
-		ok = 1;
 	}
-	bpf_spin_unlock(&q->lock);
-	return ok;
+	if (cfg->max_concurrent)
+		__sync_fetch_and_add(&q->active, 1);
+	return 0;
 }
 
 /*
@@ -65,7 +81,8 @@ static __always_inline int quota_take(__u32 slot, __u32 src, __u32 dst,
 	};
 	struct sm_quota_state *q;
 	struct sm_quota_cfg *cfg;
-	__s64 old;
+	__u64 now;
+	int err;
 
 	*held = 0;
 	cfg = bpf_map_lookup_elem(&SM_MAP_QCFG, &ckey);
@@ -75,28 +92,13 @@ static __always_inline int quota_take(__u32 slot, __u32 src, __u32 dst,
 	if (!q)
 		return 0;
 
-	/*
-	 * Count first, then check: two racing connects may both see the
-	 * limit and both back off, but never both pass it.
-	 */
-	if (cfg->max_concurrent) {
-		old = __sync_fetch_and_add(&q->active, 1);
-		if (old >= cfg->max_concurrent) {
-			__sync_fetch_and_add(&q->active, -1);
-			*reason = SM_WHY_QUOTA_CONCURRENT;
-			return -SM_ERRNO_QUOTA;
-		}
+	now = bpf_ktime_get_ns();
+	bpf_spin_lock(&q->lock);
+	err = quota_take_locked(q, cfg, now, reason);
+	bpf_spin_unlock(&q->lock);
+	if (!err && cfg->max_concurrent)
 		*held = 1;
-	}
-
-	if (cfg->rate && !quota_rate_take(q, cfg)) {
-		if (*held)
-			__sync_fetch_and_add(&q->active, -1);
-		*held = 0;
-		*reason = SM_WHY_QUOTA_RATE;
-		return -SM_ERRNO_QUOTA;
-	}
-	return 0;
+	return err;
 }
 
 /* Give back a max_concurrent unit. */

@@ -65,6 +65,24 @@ static __always_inline void xlate_add(struct sm_sk *s,
 	s->xlate[i & (SM_SK_XLATE - 1)].backend = *backend;
 }
 
+/*
+ * May a UDP socket keep the backend it has for a VIP of service svc? Yes
+ * while it is one of the service's endpoints; once a reload removed it,
+ * only if the service says drain: keep.
+ */
+static __always_inline int xlate_udp_keep(__u32 slot, __u32 svc,
+					  const struct sm_sockaddr *be)
+{
+	struct sm_svc_key key = { .svc = svc, .slot = slot };
+	struct sm_dest_val *dv = dest_lookup(slot, be, IPPROTO_UDP);
+	struct sm_svc_val *sv;
+
+	if (dv && dv->kind == SM_DEST_ENDPOINT && dv->svc == svc)
+		return 1;
+	sv = bpf_map_lookup_elem(&SM_MAP_SVC, &key);
+	return sv && sv->drain == SM_DRAIN_KEEP;
+}
+
 /* A deny, no-backend or quota verdict: counted and recorded. */
 static __always_inline void sock_record_reject(const struct sm_sk *s,
 					       __u32 src,
@@ -89,7 +107,7 @@ static __always_inline void sock_record_reject(const struct sm_sk *s,
 	e->orig = *dst;
 	e->dst = *dst;
 	ctx_task(&e->pid, e->comm);
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
 }
 
 /* An allowed or audited connection: the socket keeps what was decided. */
@@ -108,6 +126,10 @@ static __always_inline void sock_commit(struct sm_sk *s,
 	s->start_ns = bpf_ktime_get_ns();
 	ctx_task(&s->pid, s->comm);
 	trace_id_new(s->trace_id);
+	/* A new attempt on a TCP socket is a new connection to close. */
+	if (proto == IPPROTO_TCP)
+		__sync_fetch_and_and(&s->flags,
+				     ~(SM_SK_CLOSED | SM_SK_ESTABLISHED));
 	__sync_fetch_and_or(&s->flags, SM_SK_MANAGED);
 	if (d->quota_held)
 		__sync_fetch_and_or(&s->flags, SM_SK_QUOTA_HELD);
@@ -121,7 +143,7 @@ static __always_inline void sock_record(const struct sm_sk *s, __u8 type)
 	if (!e)
 		return;
 	event_from_sk(e, s);
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
 }
 
 /*
@@ -136,11 +158,12 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 	struct sm_decision d = {};
 	struct bpf_sock *sk = ctx->sk;
 	struct sm_sockaddr orig;
+	struct sm_xlate *xl;
 	struct sm_sk *s;
 	__u32 slot, src;
 	__u64 caller;
 	__u8 proto;
-	int err, i;
+	int err, i, moved = 0;
 
 	if (!sk)
 		return 0;
@@ -156,6 +179,17 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 	s = sk_get(sk, slot, 0);
 	src = s ? s->svc : SM_SVC_WORLD;
 	caller = src != SM_SVC_WORLD ? src : bpf_get_current_cgroup_id();
+
+	/*
+	 * A TCP socket dialling again after a failed connect() gives back
+	 * the quota unit of its last attempt, if that attempt still holds
+	 * it: one that failed before its SYN (no route) reached no TCP
+	 * state that would, and each retry would take one more.
+	 */
+	if (s && proto == IPPROTO_TCP &&
+	    (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) &
+	     SM_SK_QUOTA_HELD))
+		quota_release(s->svc, s->dst_svc);
 
 	/* Step 2: the decision; a rejected call is recorded and fails. */
 	orig = *dst;
@@ -176,18 +210,29 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 		return d.kind == SM_DEST_VIP ? -SM_ERRNO_NO_BACKEND : 0;
 	}
 
-	/* A UDP socket keeps its backend for a VIP for its lifetime. */
+	/*
+	 * A UDP socket keeps its backend for a VIP for its lifetime, unless
+	 * a reload removed that endpoint: then it takes the backend just
+	 * picked, as a new flow.
+	 */
 	if (d.kind == SM_DEST_VIP) {
 		i = xlate_find_vip(s, &orig);
-		if (i >= 0 && proto == IPPROTO_UDP)
-			d.backend = s->xlate[i & (SM_SK_XLATE - 1)].backend;
-		else if (i < 0 || proto == IPPROTO_TCP)
+		if (i >= 0 && proto == IPPROTO_UDP) {
+			xl = &s->xlate[i & (SM_SK_XLATE - 1)];
+			if (xlate_udp_keep(slot, d.dst_svc, &xl->backend)) {
+				d.backend = xl->backend;
+			} else {
+				xl->backend = d.backend;
+				moved = 1;
+			}
+		} else if (i < 0 || proto == IPPROTO_TCP) {
 			xlate_add(s, &orig, &d.backend);
+		}
 	}
 
 	/* Unconnected UDP: only a new destination is a new flow. */
-	if (is_send && s->verdict == d.verdict && sa_equal(&s->orig, &orig) &&
-	    (s->flags & SM_SK_MANAGED)) {
+	if (is_send && !moved && s->verdict == d.verdict &&
+	    sa_equal(&s->orig, &orig) && (s->flags & SM_SK_MANAGED)) {
 		if (d.kind == SM_DEST_VIP)
 			*dst = d.backend;
 		return d.kind == SM_DEST_VIP;

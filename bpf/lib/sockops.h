@@ -12,6 +12,8 @@
 #ifndef SM_BPF_SOCKOPS_H
 #define SM_BPF_SOCKOPS_H
 
+#include <bpf/bpf_core_read.h>
+
 #include "common.h"
 #include "ctx.h"
 #include "outlier.h"
@@ -150,10 +152,20 @@ static __always_inline void ops_connect(struct bpf_sock_ops *skops)
 /* listen(): SYN-ACKs of this listener may carry the echo. */
 static __always_inline void ops_listen(struct bpf_sock_ops *skops)
 {
+	struct bpf_sock *sk = skops->sk;
 	struct sm_sk *s = ops_sk(skops);
 
-	if (!s)
+	if (!s || !sk)
 		return;
+	/*
+	 * A server of no service is none of ours: without state its
+	 * accepted sockets get none, as before sock_create marked it world
+	 * (ingress.h still adopts it if its cgroup becomes a service's).
+	 */
+	if (s->svc == SM_SVC_WORLD) {
+		bpf_sk_storage_delete(&SM_MAP_SK, sk);
+		return;
+	}
 	__sync_fetch_and_or(&s->flags, SM_SK_LISTENER);
 	ops_flags_add(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
@@ -296,7 +308,7 @@ static __always_inline void ops_record(struct bpf_sock_ops *skops,
 		if (!(s->flags & SM_SK_ESTABLISHED))
 			e->err = 1;
 	}
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
 }
 
 /* Client, SYN-ACK received. */
@@ -317,6 +329,24 @@ static __always_inline void ops_active_established(struct bpf_sock_ops *skops)
 	ops_record(skops, s, SM_EV_CONNECT);
 }
 
+/*
+ * A peer from elsewhere that no rule lets reach this service came in
+ * because the service is in audit mode: ingress.h recorded and counted
+ * its SYN as an audit already.
+ */
+static __always_inline int ops_peer_audited(__u32 slot, __u32 peer,
+					    __u32 svc, __be16 port)
+{
+	struct sm_svc_key key = { .svc = svc, .slot = slot };
+	struct sm_svc_val *sv;
+	__u32 rule;
+
+	if (rule_find_in(slot, peer, svc, port, &rule))
+		return 0;
+	sv = bpf_map_lookup_elem(&SM_MAP_SVC, &key);
+	return sv && sv->mode == SM_MODE_AUDIT;
+}
+
 /* Server: the id is known (or known to be missing); record and count. */
 static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 					      struct sm_sk *s)
@@ -324,6 +354,7 @@ static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 	struct sm_local_val *lv;
 	struct sm_flow_key fk;
 	struct sm_sockaddr r;
+	__u32 slot;
 
 	__sync_fetch_and_and(&s->flags, ~SM_SK_TRACE_WAIT);
 
@@ -341,15 +372,21 @@ static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 		 * ingress.h decided, not the service that owns the address.
 		 */
 		ctx_ops_remote(skops, &r);
+		slot = active_slot();
 		if (fk.saddr.a[0] == fk.daddr.a[0] &&
 		    fk.saddr.a[1] == fk.daddr.a[1] &&
 		    fk.saddr.a[2] == fk.daddr.a[2] &&
 		    fk.saddr.a[3] == fk.daddr.a[3])
 			s->dst_svc = SM_SVC_WORLD;
 		else
-			s->dst_svc = peer_svc(active_slot(), &r.addr);
+			s->dst_svc = peer_svc(slot, &r.addr);
 		s->dst_subset = SM_SUBSET_NONE;
-		pair_count(s->dst_svc, s->svc, SM_V_ALLOWED);
+		if (ops_peer_audited(slot, s->dst_svc, s->svc, fk.dport)) {
+			s->verdict = SM_V_AUDIT;
+			s->reason = SM_WHY_NO_RULE;
+		} else {
+			pair_count(s->dst_svc, s->svc, SM_V_ALLOWED);
+		}
 	}
 	ops_record(skops, s, SM_EV_CONNECT);
 }
@@ -399,14 +436,27 @@ static __always_inline void ops_passive_established(struct bpf_sock_ops *skops)
 		ops_server_settle(skops, s);
 		return;
 	}
-	/* ...or is still to come on the client's next segments. */
+	/*
+	 * ...or, on a Fast Open connection (made from the SYN, which had no
+	 * room), is still to come on the client's next segments. Any other
+	 * connection was completed by one of the segments a client that saw
+	 * no echo sends it on: this client has no sockmesh. The id is made
+	 * now, so the application reads the same id as the flow log from its
+	 * first request on.
+	 */
+	if (!ops_is_syn(skops)) {
+		trace_id_new(s->trace_id);
+		stat_inc(SM_S_TRACE_MISSING);
+		ops_server_settle(skops, s);
+		return;
+	}
 	ops_flags_add(skops, BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
 }
 
 /*
- * Server, a segment arrived while the id is not known. The client sends it
- * on its first segments; a segment with data and no option means the
- * client has no sockmesh: the id is made here.
+ * Server of a Fast Open connection, a segment arrived while the id is not
+ * known. The client sends it on its first segments after the SYN; when
+ * those came without it, the client has no sockmesh: the id is made here.
  */
 static __always_inline void ops_parse(struct bpf_sock_ops *skops)
 {
@@ -481,7 +531,47 @@ static __always_inline void ops_connect_failed(struct bpf_sock_ops *skops,
 	e->cookie = bpf_get_socket_cookie(skops);
 	e->reason = SM_WHY_CONNECT_FAILED;
 	e->duration_ns = (__u64)sv->outlier_eject_s * 1000000000ULL;
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
+}
+
+/*
+ * FIN_WAIT2 -> CLOSE is the peer's FIN arriving, or a closed socket whose
+ * own FIN was just acknowledged handing the rest of the connection to a
+ * time-wait socket before the peer's FIN came (close() returned; the FIN
+ * arrives there later). Only the first counts a FIN in bytes_received. The
+ * kernel marks a socket SOCK_DONE when the peer's FIN arrives, and only
+ * then; the flag is read from the socket itself (CO-RE).
+ */
+struct sock_common___fin {
+	unsigned long skc_flags;
+} __attribute__((preserve_access_index));
+
+/* Older kernels keep the flags in struct sock, newer ones in sock_common. */
+struct sock___fin {
+	struct sock_common___fin __sk_common;
+	unsigned long sk_flags;
+} __attribute__((preserve_access_index));
+
+#define SM_SOCK_DONE	1	/* enum sock_flags */
+
+static __always_inline int ops_fin_arrived(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	unsigned long flags = 0;
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	if (bpf_core_field_exists(struct sock___fin, sk_flags))
+		bpf_core_read(&flags, sizeof(flags),
+			      &((struct sock___fin *)tp)->sk_flags);
+	else
+		bpf_core_read(&flags, sizeof(flags),
+			      &((struct sock___fin *)tp)->__sk_common.skc_flags);
+	return !!(flags & (1UL << SM_SOCK_DONE));
 }
 
 /* The state machine moved: note FINs, and account for the close. */
@@ -496,7 +586,8 @@ static __always_inline void ops_state(struct bpf_sock_ops *skops)
 
 	/* The peer's FIN, and the acknowledgement of ours. */
 	if (new == SM_TCP_CLOSE_WAIT || new == SM_TCP_CLOSING ||
-	    (old == SM_TCP_FIN_WAIT2 && new == SM_TCP_CLOSE))
+	    (old == SM_TCP_FIN_WAIT2 && new == SM_TCP_CLOSE &&
+	     ops_fin_arrived(skops)))
 		__sync_fetch_and_or(&s->flags, SM_SK_FIN_IN);
 	if (new == SM_TCP_FIN_WAIT2 ||
 	    (old == SM_TCP_CLOSING && new == SM_TCP_CLOSE) ||

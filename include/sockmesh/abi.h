@@ -202,11 +202,15 @@ struct sm_svc_key {
 /*
  * Endpoint lists of a service. IPv4 sockets choose from list SM_LIST_V4
  * (IPv4 endpoints only); IPv6 sockets from SM_LIST_ALL (every endpoint,
- * IPv4 ones as IPv4-mapped addresses).
+ * IPv4 ones as IPv4-mapped addresses), except in sendmsg6: the kernel
+ * fails a datagram whose address a sendmsg6 program turned into an
+ * IPv4-mapped one (ENOTSUPP), so unconnected IPv6 UDP chooses from
+ * SM_LIST_V6 (IPv6 endpoints only).
  */
 enum sm_list {
 	SM_LIST_V4 = 0,
 	SM_LIST_ALL,
+	SM_LIST_V6,
 	SM_LISTS,
 };
 
@@ -252,6 +256,15 @@ struct sm_rule_key {
 struct sm_rule_val {
 	__u32 index;		/* position in the policy's rules */
 };
+
+/*
+ * The proto of the rule entries the way in (ingress.h) reads: TCP, where a
+ * rule that names a VIP's port also names the ports of the endpoints that
+ * VIP translates to, because those are what the server's node sees. A
+ * client dialling such an endpoint directly still needs a rule naming its
+ * own port (the IPPROTO_TCP entries).
+ */
+#define SM_RULE_PROTO_IN	0x86	/* 0x80 | IPPROTO_TCP */
 
 struct sm_quota_key {
 	__u32 src;
@@ -482,7 +495,7 @@ SM_ABI_ASSERT(struct sm_cgroup_val, 8);
 SM_ABI_ASSERT(struct sm_dest_key, 20);
 SM_ABI_ASSERT(struct sm_dest_val, 8);
 SM_ABI_ASSERT(struct sm_svc_key, 8);
-SM_ABI_ASSERT(struct sm_svc_val, 16 + SM_LISTS * 6 * SM_MAX_SUBSETS);
+SM_ABI_ASSERT(struct sm_svc_val, 8 + SM_LISTS * (4 + 6 * SM_MAX_SUBSETS));
 SM_ABI_ASSERT(struct sm_backend_key, 8);
 SM_ABI_ASSERT(struct sm_backend_val, 24);
 SM_ABI_ASSERT(struct sm_rule_key, 12);
