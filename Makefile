@@ -131,13 +131,17 @@ demo: deps all
 bench: deps all
 	$(Q)./tools/bench/run.sh
 
+# The unit in deploy/ names the binaries under /usr/local; the installed
+# copy names them under PREFIX.
 install: all
 	install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/sbin/sockmesh-agent
 	install -D -m 0755 $(CLI) $(DESTDIR)$(PREFIX)/bin/sockmesh
 	install -D -m 0644 include/sockmesh/sockmesh.h \
 		$(DESTDIR)$(PREFIX)/include/sockmesh/sockmesh.h
-	install -D -m 0644 deploy/sockmesh-agent.service \
-		$(DESTDIR)/etc/systemd/system/sockmesh-agent.service
+	install -d $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/local/|$(PREFIX)/|g' deploy/sockmesh-agent.service \
+		>$(DESTDIR)/etc/systemd/system/sockmesh-agent.service
+	chmod 0644 $(DESTDIR)/etc/systemd/system/sockmesh-agent.service
 	install -D -m 0644 examples/policy.yaml \
 		$(DESTDIR)/etc/sockmesh/policy.yaml.example
 
@@ -145,7 +149,8 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/sockmesh-agent \
 	      $(DESTDIR)$(PREFIX)/bin/sockmesh \
 	      $(DESTDIR)$(PREFIX)/include/sockmesh/sockmesh.h \
-	      $(DESTDIR)/etc/systemd/system/sockmesh-agent.service
+	      $(DESTDIR)/etc/systemd/system/sockmesh-agent.service \
+	      $(DESTDIR)/etc/sockmesh/policy.yaml.example
 
 check:
 	$(Q)clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')

@@ -145,15 +145,89 @@ static void set_sizes(struct bpf_object *obj, const uint32_t *sizes)
 }
 
 /*
- * A pinned map that the new object cannot use as it is: say which and why,
- * rather than leave it to libbpf's "parameter mismatch".
+ * What happens to a pinned map that this agent cannot reuse as it is,
+ * because --map-size or the object changed its size or layout. The
+ * programs in force keep using the pinned maps until the link update
+ * switches them to the new programs, so none of this stops enforcement.
  */
-static int check_pinned(struct bpf_map *map, const char *path)
+enum pin_fate {
+	/* Live state nothing can rebuild: the agent refuses to start. */
+	FATE_REFUSE = 0,
+	/*
+	 * The policy maps, rewritten from the policy on every start anyway.
+	 * If one of them differs, the whole group is made anew, filled, and
+	 * pinned over the old group once the new programs use it.
+	 */
+	FATE_POLICY,
+	/* Counters and caches: a new, empty map of the new size. */
+	FATE_FRESH,
+	/* Small live state: its entries are copied into a map of the new size. */
+	FATE_COPY,
+};
+
+static const struct {
+	const char *map;
+	enum pin_fate fate;
+} map_fates[] = {
+	{ SM_STR(SM_MAP_ACTIVE), FATE_POLICY },
+	{ SM_STR(SM_MAP_CONFIG), FATE_POLICY },
+	{ SM_STR(SM_MAP_CGROUP), FATE_POLICY },
+	{ SM_STR(SM_MAP_DEST), FATE_POLICY },
+	{ SM_STR(SM_MAP_SVC), FATE_POLICY },
+	{ SM_STR(SM_MAP_BACKEND), FATE_POLICY },
+	{ SM_STR(SM_MAP_RULE), FATE_POLICY },
+	{ SM_STR(SM_MAP_QCFG), FATE_POLICY },
+	/* Counters restart from zero; Prometheus reads that as a reset. */
+	{ SM_STR(SM_MAP_STATS), FATE_FRESH },
+	{ SM_STR(SM_MAP_PAIR), FATE_FRESH },
+	{ SM_STR(SM_MAP_CANARY), FATE_FRESH },
+	/* Flow events not read yet are lost. */
+	{ SM_STR(SM_MAP_EVENTS), FATE_FRESH },
+	/*
+	 * Trace ids of handshakes in flight: those servers make their own
+	 * id. Local clients of open connections: the server side's close
+	 * record names the peer "world". Outlier state: ejected backends
+	 * come back at once. Drain requests live only during a reload.
+	 */
+	{ SM_STR(SM_MAP_TRACE), FATE_FRESH },
+	{ SM_STR(SM_MAP_LOCAL), FATE_FRESH },
+	{ SM_STR(SM_MAP_OUTLIER), FATE_FRESH },
+	{ SM_STR(SM_MAP_DRAIN), FATE_FRESH },
+	/*
+	 * Service ids are held by open sockets and by counters, and live
+	 * quota counts by the connections that took them: copied.
+	 */
+	{ SM_STR(SM_MAP_NAMES), FATE_COPY },
+	{ SM_STR(SM_MAP_QSTATE), FATE_COPY },
+	/* The socket storage of every open socket (sm_sk) is refused. */
+};
+
+static enum pin_fate map_fate(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(map_fates) / sizeof(map_fates[0]); i++)
+		if (!strcmp(map_fates[i].map, name))
+			return map_fates[i].fate;
+	return FATE_REFUSE;
+}
+
+/* A pinned map compared with what the object wants. */
+struct pin_cmp {
+	int pinned;		/* a map is pinned at the path */
+	int same_layout;	/* type, key, value and flags */
+	int same_size;		/* max_entries */
+	__u32 old_entries;	/* its max_entries */
+};
+
+static int pin_compare(struct bpf_map *map, const char *path,
+		       struct pin_cmp *c)
 {
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);
 	int fd, err = 0;
 
+	memset(c, 0, sizeof(*c));
 	fd = bpf_obj_get(path);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
@@ -161,44 +235,292 @@ static int check_pinned(struct bpf_map *map, const char *path)
 		err = -errno;
 		goto out;
 	}
-	if (info.type != bpf_map__type(map) ||
-	    info.key_size != bpf_map__key_size(map) ||
-	    info.value_size != bpf_map__value_size(map)) {
-		pr_warn("pinned map %s has another layout than this agent's "
-			"(schema %d); run 'sockmesh uninstall' first\n",
-			path, SM_SCHEMA_VERSION);
-		err = -EINVAL;
-	} else if (info.max_entries != bpf_map__max_entries(map)) {
-		pr_warn("pinned map %s holds %u entries, this agent is set to "
-			"%u: keep the earlier --map-size, or run 'sockmesh "
-			"uninstall' first\n",
-			path, info.max_entries, bpf_map__max_entries(map));
-		err = -EINVAL;
-	}
+	c->pinned = 1;
+	c->same_layout = info.type == bpf_map__type(map) &&
+			 info.key_size == bpf_map__key_size(map) &&
+			 info.value_size == bpf_map__value_size(map) &&
+			 info.map_flags == bpf_map__map_flags(map);
+	c->same_size = info.max_entries == bpf_map__max_entries(map);
+	c->old_entries = info.max_entries;
 out:
 	close(fd);
 	return err;
 }
 
+static void refuse_msg(const char *path, const struct pin_cmp *c,
+		       struct bpf_map *map)
+{
+	if (!c->same_layout)
+		pr_warn("pinned map %s has another layout than this agent's "
+			"(schema %d); run 'sockmesh uninstall' first\n",
+			path, SM_SCHEMA_VERSION);
+	else
+		pr_warn("pinned map %s holds %u entries, this agent is set to "
+			"%u: keep the earlier --map-size, or run 'sockmesh "
+			"uninstall' first\n",
+			path, c->old_entries, bpf_map__max_entries(map));
+}
+
+/*
+ * Can every entry of the pinned map at path go into map? Service ids
+ * also index the agent's name table, which has the map's size.
+ */
+static int copy_fits(struct bpf_map *map, const char *path)
+{
+	__u32 max = bpf_map__max_entries(map), n = 0;
+	size_t ks = bpf_map__key_size(map);
+	int names = !strcmp(bpf_map__name(map), SM_STR(SM_MAP_NAMES));
+	uint8_t *key, *next;
+	int fd, err = 0;
+
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return -errno;
+	key = malloc(ks);
+	next = malloc(ks);
+	if (!key || !next) {
+		err = -ENOMEM;
+		goto out;
+	}
+	while (!err && !bpf_map_get_next_key(fd, n ? key : NULL, next)) {
+		memcpy(key, next, ks);
+		if (++n > max ||
+		    (names && ((struct sm_name_key *)key)->svc >= max))
+			err = -E2BIG;
+	}
+	if (err)
+		pr_warn("pinned map %s holds more than the %u entries (or "
+			"service ids) this agent is set to: raise --map-size, "
+			"or run 'sockmesh uninstall' first\n", path, max);
+out:
+	free(key);
+	free(next);
+	close(fd);
+	return err;
+}
+
+/* Remember a map made anew, to fill and pin it later. */
+static int renew_add(struct sm_dp *dp, struct bpf_map *map, bool resized,
+		     bool copy)
+{
+	struct sm_renew *r;
+
+	if (dp->n_renew == SM_MAPS_MAX)
+		return -E2BIG;
+	r = &dp->renew[dp->n_renew++];
+	r->name = bpf_map__name(map);
+	r->resized = resized;
+	r->copy = copy;
+	return 0;
+}
+
+/* Reuse the pinned map at path, or pin a map that is new at load. */
+static bool reusable(const struct pin_cmp *c, enum pin_fate fate,
+		     bool renew_policy)
+{
+	if (!c->pinned)
+		return true;
+	if (fate == FATE_POLICY && renew_policy)
+		return false;
+	return c->same_layout && c->same_size;
+}
+
+/*
+ * Decide, map by map: reuse the pinned map (the usual restart), pin a map
+ * the pinned state does not have yet, or make a map anew (enum pin_fate).
+ * Maps made anew get no pin path: pin_renewed() pins them once attached.
+ */
 static int set_pins(struct sm_dp *dp)
 {
+	struct pin_cmp cmp[SM_MAPS_MAX], *c;
+	bool renew_policy = false;
 	char path[PATH_MAX];
 	struct bpf_map *map;
-	int err;
+	enum pin_fate fate;
+	int i = 0, err;
 
+	/* Step 1: compare; one policy map that differs renews the group. */
 	bpf_object__for_each_map(map, dp->skel->obj) {
 		if (bpf_map__is_internal(map))
 			continue;
+		if (i == SM_MAPS_MAX)
+			return -E2BIG;
 		err = sm_pin_map_path(dp->bpffs, bpf_map__name(map), path,
 				      sizeof(path));
 		if (!err)
-			err = check_pinned(map, path);
-		if (!err)
+			err = pin_compare(map, path, &cmp[i]);
+		if (err)
+			return err;
+		if (cmp[i].pinned && map_fate(bpf_map__name(map)) == FATE_POLICY &&
+		    !(cmp[i].same_layout && cmp[i].same_size))
+			renew_policy = true;
+		i++;
+	}
+
+	/* Step 2: reuse, make anew, or refuse. */
+	i = 0;
+	bpf_object__for_each_map(map, dp->skel->obj) {
+		if (bpf_map__is_internal(map))
+			continue;
+		c = &cmp[i++];
+		fate = map_fate(bpf_map__name(map));
+		sm_pin_map_path(dp->bpffs, bpf_map__name(map), path, sizeof(path));
+		if (reusable(c, fate, renew_policy)) {
 			err = bpf_map__set_pin_path(map, path);
+			if (err)
+				return err;
+			continue;
+		}
+		if (fate == FATE_REFUSE || (fate == FATE_COPY && !c->same_layout)) {
+			refuse_msg(path, c, map);
+			return -EINVAL;
+		}
+		if (fate == FATE_COPY) {
+			err = copy_fits(map, path);
+			if (err)
+				return err;
+		}
+		if (fate != FATE_POLICY)
+			pr_info("pinned map %s: %u entries, now %u: %s\n", path,
+				c->old_entries, bpf_map__max_entries(map),
+				fate == FATE_COPY ? "its entries go to a new map" :
+						    "a new, empty map replaces it");
+		err = renew_add(dp, map, !(c->same_layout && c->same_size),
+				fate == FATE_COPY);
 		if (err)
 			return err;
 	}
+	dp->renewed_policy = renew_policy;
+	if (renew_policy)
+		pr_info("policy maps under %s/maps have other sizes: new ones "
+			"are filled; the programs in force keep the old ones "
+			"until the new programs replace them\n", dp->bpffs);
 	return 0;
+}
+
+/* Copy every entry of the pinned map into the new map. */
+static int copy_pinned(struct sm_dp *dp, struct bpf_map *map)
+{
+	size_t ks = bpf_map__key_size(map), vs = bpf_map__value_size(map);
+	int old, fd = bpf_map__fd(map), err = 0;
+	uint8_t *key, *next, *val;
+	__u32 n = 0;
+
+	old = sm_pin_map_open(dp->bpffs, bpf_map__name(map));
+	if (old < 0)
+		return old;
+	key = malloc(ks);
+	next = malloc(ks);
+	val = malloc(vs);
+	if (!key || !next || !val) {
+		err = -ENOMEM;
+		goto out;
+	}
+	while (!bpf_map_get_next_key(old, n++ ? key : NULL, next)) {
+		memcpy(key, next, ks);
+		/* Deleted in between by the programs in force: skip it. */
+		if (bpf_map_lookup_elem(old, key, val))
+			continue;
+		if (bpf_map_update_elem(fd, key, val, BPF_ANY)) {
+			err = -errno;
+			pr_warn("map %s: copy from the pinned map: %s\n",
+				bpf_map__name(map), strerror(-err));
+			break;
+		}
+	}
+out:
+	free(key);
+	free(next);
+	free(val);
+	close(old);
+	return err;
+}
+
+/*
+ * New policy maps go on from the generation of the old ones, so that
+ * sockmesh_policy_generation never goes down.
+ */
+static int carry_generation(struct sm_dp *dp)
+{
+	struct sm_active old = {}, a = {};
+	__u32 key = 0;
+	int fd, err = 0;
+
+	fd = sm_pin_map_open(dp->bpffs, SM_STR(SM_MAP_ACTIVE));
+	if (fd < 0)
+		return fd == -ENOENT ? 0 : fd;
+	if (bpf_map_lookup_elem(fd, &key, &old))
+		err = -errno;
+	close(fd);
+	if (err)
+		return err;
+	a.schema = SM_SCHEMA_VERSION;
+	a.generation = old.generation;
+	fd = bpf_map__fd(dp->skel->maps.SM_MAP_ACTIVE);
+	return bpf_map_update_elem(fd, &key, &a, BPF_ANY) ? -errno : 0;
+}
+
+/* Fill the maps made anew before any program of ours reads them. */
+static int fill_renewed(struct sm_dp *dp)
+{
+	struct bpf_map *map;
+	unsigned int i;
+	int err = 0;
+
+	if (dp->renewed_policy)
+		err = carry_generation(dp);
+	for (i = 0; i < dp->n_renew && !err; i++) {
+		if (!dp->renew[i].copy)
+			continue;
+		map = bpf_object__find_map_by_name(dp->skel->obj,
+						   dp->renew[i].name);
+		err = map ? copy_pinned(dp, map) : -ENOENT;
+	}
+	return err;
+}
+
+/*
+ * The programs in force use the maps made anew now: pin each over the old
+ * one with a rename, so a pin path always holds a whole map. Maps made
+ * anew only because their group was go first and the ones of another
+ * size last: a crash half-way leaves a pinned policy map of the other size
+ * behind, and the next start makes the whole group anew again rather than
+ * adopt a mix of two groups.
+ */
+static int pin_renewed(struct sm_dp *dp)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	struct bpf_map *map;
+	unsigned int i, pass;
+	int err = 0;
+
+	for (pass = 0; pass < 2 && !err; pass++) {
+		for (i = 0; i < dp->n_renew && !err; i++) {
+			if (dp->renew[i].resized != (pass == 1))
+				continue;
+			map = bpf_object__find_map_by_name(dp->skel->obj,
+							   dp->renew[i].name);
+			if (!map)
+				return -ENOENT;
+			err = sm_pin_map_path(dp->bpffs, dp->renew[i].name,
+					      path, sizeof(path));
+			if (err)
+				return err;
+			/* bpffs names may not hold a dot. */
+			snprintf(tmp, sizeof(tmp), "%s-new", path);
+			unlink(tmp);
+			if (bpf_obj_pin(bpf_map__fd(map), tmp) ||
+			    rename(tmp, path)) {
+				err = -errno;
+				pr_warn("map %s: pin as %s: %s\n",
+					dp->renew[i].name, path, strerror(-err));
+			}
+		}
+	}
+	if (!err && dp->n_renew)
+		pr_info("%u maps made anew, pinned under %s/maps\n",
+			dp->n_renew, dp->bpffs);
+	return err;
 }
 
 /* Pinned state of another schema is refused before anything changes. */
@@ -307,7 +629,9 @@ int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *o)
 			strerror(-err));
 		goto err_destroy_skel;
 	}
-	err = init_active(dp);
+	err = fill_renewed(dp);
+	if (!err)
+		err = init_active(dp);
 	if (!err)
 		err = fill_hooks(dp);
 	if (err)
@@ -431,6 +755,8 @@ int sm_dp_attach(struct sm_dp *dp)
 	if (!err)
 		pr_info("%u programs attached; links pinned under %s/links\n",
 			dp->n_hooks, dp->bpffs);
+	if (!err)
+		err = pin_renewed(dp);
 	return err;
 }
 

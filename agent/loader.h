@@ -8,6 +8,13 @@
  *
  * Order: sm_dp_load(), fill the policy maps, then sm_dp_attach(): new
  * programs never run against empty maps.
+ *
+ * Pinned maps of other sizes (another --map-size) are not reused: the
+ * policy maps are made anew as a group and filled from the policy,
+ * counters and caches start empty, service names and quota counts are
+ * copied; sm_dp_attach() pins them over the old ones once the new programs
+ * are in force. Socket storage, and any map that cannot be copied, is
+ * refused with a message. See docs/operations.md.
  */
 #ifndef SM_LOADER_H
 #define SM_LOADER_H
@@ -49,14 +56,29 @@ struct sm_hook {
 };
 
 #define SM_HOOKS_MAX 16
+#define SM_MAPS_MAX 32
+
+/*
+ * A pinned map that did not fit this agent's sizes, made anew: filled
+ * after load (copied from the pinned one when copy), pinned over it by
+ * sm_dp_attach() once the new programs use it.
+ */
+struct sm_renew {
+	const char *name;
+	bool resized;		/* its own size or layout changed */
+	bool copy;
+};
 
 struct sm_dp {
 	struct sockmesh *skel;
 	char bpffs[256];
 	int cgroup_fd;
 	bool adopted;		/* pinned state was found and reused */
+	bool renewed_policy;	/* the policy maps were made anew */
 	unsigned int n_hooks;
 	struct sm_hook hooks[SM_HOOKS_MAX];
+	unsigned int n_renew;
+	struct sm_renew renew[SM_MAPS_MAX];
 };
 
 /* Default sizes, and "--map-size name=N" parsing. */

@@ -243,10 +243,10 @@ static void diags_to(const struct sm_diags *d, char *buf, size_t len)
 	buf[0] = '\0';
 	for (i = 0; i < d->n && off < len; i++) {
 		int n = d->items[i].loc.line ?
-			snprintf(buf + off, len - off, "%s%s:%u:%u: %s",
+			snprintf(buf + off, len - off, "%s%s:%u:%u: error: %s",
 				 i ? "\n" : "", d->file, d->items[i].loc.line,
 				 d->items[i].loc.col, d->items[i].msg) :
-			snprintf(buf + off, len - off, "%s%s: %s",
+			snprintf(buf + off, len - off, "%s%s: error: %s",
 				 i ? "\n" : "", d->file, d->items[i].msg);
 		if (n < 0)
 			break;
@@ -319,7 +319,9 @@ static int reload_locked(struct sm_agent *a, const char *text, size_t len,
 		text = owned;
 	}
 	hash = fnv1a(text, len);
-	err = sm_policy_parse(text, len, d.file, &p, &d);
+	/* Not d.file: the parser copies the name into it. */
+	err = sm_policy_parse(text, len, owned ? a->opts.policy :
+				     "PUT /v1/policy", &p, &d);
 	if (!err)
 		err = put_in_force(a, p, hash, &d);
 	if (err < 0)
@@ -343,7 +345,10 @@ out:
 	pthread_mutex_unlock(&a->lock);
 
 	if (err < 0) {
-		pr_warn("policy not applied; the previous one stays in force:\n");
+		pr_warn("policy not applied; %s:\n",
+			a->policy || a->dp.adopted ?
+				"the previous one stays in force" :
+				"no policy is in force");
 		sm_diags_print(&d, stderr);
 	} else if (!err) {
 		pr_info("policy generation %llu in force (%zu services, %zu "
@@ -416,6 +421,43 @@ static void maybe_reload(struct sm_agent *a, struct file_id *last, int force)
 	sm_agent_reload(a, NULL, 0, NULL, 0);
 }
 
+/*
+ * Polling: a file whose identity changed since the last tick may still be
+ * being written in place. Read it once it has stayed the same for a tick.
+ */
+static void poll_reload(struct sm_agent *a, struct file_id *last,
+			struct file_id *seen)
+{
+	struct file_id now;
+
+	file_id(a->opts.policy, &now);
+	if (!file_id_eq(&now, last) && file_id_eq(&now, seen))
+		maybe_reload(a, last, 0);
+	*seen = now;
+}
+
+/*
+ * Did one of these events finish a write of the policy file, or move
+ * something into place (an editor's rename, a ConfigMap's ..data swap)?
+ * Other events, such as a file just created and still being written, are
+ * left to polling.
+ */
+static int events_finished(const char *buf, ssize_t len, const char *base)
+{
+	const struct inotify_event *ev;
+	ssize_t off = 0;
+
+	while (off + (ssize_t)sizeof(*ev) <= len) {
+		ev = (const struct inotify_event *)(buf + off);
+		if (ev->mask & IN_MOVED_TO ||
+		    (ev->mask & IN_CLOSE_WRITE && ev->len &&
+		     !strcmp(ev->name, base)))
+			return 1;
+		off += (ssize_t)(sizeof(*ev) + ev->len);
+	}
+	return 0;
+}
+
 /* Service cgroups that did not exist may exist now. */
 static void retry_missing(struct sm_agent *a)
 {
@@ -486,6 +528,28 @@ static char *read_token(const char *path)
 	return t;
 }
 
+/*
+ * A policy file that does not parse or validate: refuse to start before
+ * anything is loaded, pinned or changed. The programs of an earlier agent
+ * stay in force with their policy.
+ */
+static int check_file(const struct sm_agent *a)
+{
+	struct sm_policy *p = NULL;
+	struct sm_diags d;
+	int err;
+
+	sm_diags_init(&d, a->opts.policy);
+	err = sm_policy_load(a->opts.policy, &p, &d);
+	if (err) {
+		pr_warn("policy refused; nothing was loaded or changed:\n");
+		sm_diags_print(&d, stderr);
+	}
+	sm_policy_free(p);
+	sm_diags_free(&d);
+	return err;
+}
+
 /* Load the datapath, put the first policy in force, attach. */
 static int start(struct sm_agent *a)
 {
@@ -501,7 +565,9 @@ static int start(struct sm_agent *a)
 
 	dpo.root_level = sm_cgroup_level(a->cg_mount, a->cg_abs);
 	memcpy(dpo.sizes, a->opts.sizes, sizeof(dpo.sizes));
-	err = sm_dp_load(&a->dp, &dpo);
+	err = check_file(a);
+	if (!err)
+		err = sm_dp_load(&a->dp, &dpo);
 	if (err)
 		return err;
 	err = sm_names_init(&a->names, sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_NAMES)),
@@ -521,6 +587,8 @@ static int start(struct sm_agent *a)
 	if (err)
 		return err;
 	pr_info("managing cgroup %s (%s)\n", a->cg_root, a->cg_abs);
+	/* A failed count of older connections is worth no refusal to start. */
+	sm_late_scan(a);
 
 	flo.node = a->policy->node;
 	err = sm_flowlog_open(&a->flowlog, &flo);
@@ -554,7 +622,7 @@ static int watch_policy(const char *path)
 					       IN_CREATE | IN_DELETE |
 					       IN_ATTRIB) < 0) {
 		pr_warn("policy: cannot watch %s: %s; changes are noticed "
-			"within a second by polling\n", dir, strerror(errno));
+			"within two seconds by polling\n", dir, strerror(errno));
 	}
 	return fd;
 }
@@ -562,11 +630,14 @@ static int watch_policy(const char *path)
 static int loop(struct sm_agent *a)
 {
 	struct itimerspec tick = { { 1, 0 }, { 1, 0 } };
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	char pbuf[PATH_MAX], *base;
 	struct signalfd_siginfo si;
-	struct file_id last;
+	struct file_id last, seen;
 	struct pollfd pfd[3];
-	char buf[4096];
+	int finished;
 	sigset_t mask;
+	ssize_t r;
 	uint64_t n;
 
 	sigemptyset(&mask);
@@ -581,6 +652,9 @@ static int loop(struct sm_agent *a)
 		return -errno;
 	pfd[0].events = pfd[1].events = pfd[2].events = POLLIN;
 	file_id(a->opts.policy, &last);
+	seen = last;
+	snprintf(pbuf, sizeof(pbuf), "%s", a->opts.policy);
+	base = basename(pbuf);
 
 	sd_notify(0, "READY=1\nSTATUS=enforcing");
 	pr_info("ready\n");
@@ -596,13 +670,15 @@ static int loop(struct sm_agent *a)
 			maybe_reload(a, &last, 1);
 		}
 		if (pfd[2].fd >= 0 && pfd[2].revents & POLLIN) {
-			while (read(pfd[2].fd, buf, sizeof(buf)) > 0)
-				;
-			maybe_reload(a, &last, 0);
+			finished = 0;
+			while ((r = read(pfd[2].fd, buf, sizeof(buf))) > 0)
+				finished |= events_finished(buf, r, base);
+			if (finished)
+				maybe_reload(a, &last, 0);
 		}
 		if (pfd[1].revents & POLLIN &&
 		    read(pfd[1].fd, &n, sizeof(n)) == sizeof(n)) {
-			maybe_reload(a, &last, 0);
+			poll_reload(a, &last, &seen);
 			retry_missing(a);
 			sm_selfcheck(a);
 		}
@@ -620,6 +696,7 @@ static int loop(struct sm_agent *a)
 int main(int argc, char **argv)
 {
 	static struct sm_agent a;
+	bool first = false, start_failed;
 	sigset_t mask;
 	int err;
 
@@ -649,8 +726,11 @@ int main(int argc, char **argv)
 			return EXIT_FAILURE;
 	}
 	err = setup_paths(&a);
-	if (!err)
+	if (!err) {
+		first = !sm_pins_exist(a.opts.bpffs);
 		err = start(&a);
+	}
+	start_failed = err;
 	if (!err)
 		err = loop(&a);
 
@@ -662,6 +742,9 @@ int main(int argc, char **argv)
 	if (a.names.e)
 		sm_names_free(&a.names);
 	sm_dp_close(&a.dp);
+	/* A first install that did not start leaves nothing behind. */
+	if (start_failed && first && sm_pins_exist(a.opts.bpffs))
+		sm_pins_uninstall(a.opts.bpffs);
 	sm_policy_free(a.policy);
 	free(a.token);
 	return err ? EXIT_FAILURE : EXIT_SUCCESS;
