@@ -288,9 +288,155 @@ static struct json_object *links_json(int *attached, int *total)
 	return arr;
 }
 
+/* One sm_canary entry, summed over CPUs. */
+struct canary_row {
+	struct sm_canary_key key;
+	__u64 n;
+};
+
+static int canary_cmp(const void *a, const void *b)
+{
+	const struct canary_row *x = a, *y = b;
+
+	if (x->key.svc != y->key.svc)
+		return x->key.svc < y->key.svc ? -1 : 1;
+	if (x->key.subset != y->key.subset)
+		return x->key.subset < y->key.subset ? -1 : 1;
+	return 0;
+}
+
+/* Every sm_canary entry, sorted by service id and subset index. */
+static size_t canary_rows(struct canary_row **out)
+{
+	int ncpu = libbpf_num_possible_cpus(), fd, c;
+	struct sm_canary_key key, next;
+	struct canary_row *rows = NULL, *grown;
+	size_t n = 0, cap = 0;
+	void *prev = NULL;
+	__u64 *vals;
+
+	*out = NULL;
+	fd = sm_pin_map_open(g.bpffs, SM_STR(SM_MAP_CANARY));
+	if (fd < 0 || ncpu <= 0)
+		goto out_close;
+	/* Per-CPU values are __u64 on every CPU, as the datapath wrote them. */
+	vals = calloc(ncpu, sizeof(*vals));
+	if (!vals)
+		goto out_close;
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, vals))
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			grown = realloc(rows, cap * sizeof(*rows));
+			if (!grown)
+				break;
+			rows = grown;
+		}
+		rows[n].key = key;
+		rows[n].n = 0;
+		for (c = 0; c < ncpu; c++)
+			rows[n].n += vals[c];
+		n++;
+	}
+	free(vals);
+	qsort(rows, n, sizeof(*rows), canary_cmp);
+	*out = rows;
+out_close:
+	if (fd >= 0)
+		close(fd);
+	return n;
+}
+
+/* { "connections": n, "share": n / total } */
+static struct json_object *canary_subset(__u64 n, __u64 total)
+{
+	struct json_object *s = json_object_new_object();
+	double share = total ? (double)n / total : 0;
+
+	json_object_object_add(s, "connections", json_object_new_int64((int64_t)n));
+	json_object_object_add(s, "share", json_object_new_double(share));
+	return s;
+}
+
+/*
+ * The observed canary split: per service, each subset's connections
+ * through the VIP since the agent last started, and its share.
+ * { "reviews": { "connections": 100,
+ *                "subsets": { "v1": { "connections": 90, "share": 0.9 } } } }
+ */
+static struct json_object *canary_json(void)
+{
+	struct json_object *o = json_object_new_object(), *svc, *subs;
+	char name[SM_NAME_LEN], sub[SM_NAME_LEN];
+	struct canary_row *rows, *r;
+	struct sm_names names;
+	size_t n, i, j;
+	__u64 total;
+
+	n = canary_rows(&rows);
+	if (!n)
+		return o;
+	/* Without the names map, ids stand in for names. */
+	if (load_names(&names) && sm_names_init(&names, -1, 1)) {
+		free(rows);
+		return o;
+	}
+	for (i = 0; i < n; i = j) {
+		total = 0;
+		for (j = i; j < n && rows[j].key.svc == rows[i].key.svc; j++)
+			total += rows[j].n;
+		sm_names_get(&names, rows[i].key.svc, name, sizeof(name));
+		svc = json_object_new_object();
+		subs = json_object_new_object();
+		json_object_object_add(svc, "connections",
+				       json_object_new_int64((int64_t)total));
+		json_object_object_add(svc, "subsets", subs);
+		json_object_object_add(o, name, svc);
+		for (j = i; j < n && rows[j].key.svc == rows[i].key.svc; j++) {
+			r = &rows[j];
+			sm_names_get_subset(&names, r->key.svc, (uint8_t)r->key.subset,
+					    sub, sizeof(sub));
+			if (!sub[0])
+				snprintf(sub, sizeof(sub), "subset-%u", r->key.subset);
+			json_object_object_add(subs, sub, canary_subset(r->n, total));
+		}
+	}
+	sm_names_free(&names);
+	free(rows);
+	return o;
+}
+
+static int64_t json_int(struct json_object *o, const char *field)
+{
+	return json_object_get_int64(json_object_object_get(o, field));
+}
+
+static void canary_print(struct json_object *canary)
+{
+	struct json_object_iter si, ui;
+	double share;
+
+	if (!json_object_object_length(canary))
+		return;
+	printf("  canary split (connections through each VIP):\n");
+	json_object_object_foreachC(canary, si) {
+		printf("    %s: %" PRId64 "\n", si.key, json_int(si.val, "connections"));
+		json_object_object_foreachC(json_object_object_get(si.val, "subsets"),
+					    ui) {
+			share = json_object_get_double(json_object_object_get(ui.val,
+									      "share"));
+			printf("      %-16s %10" PRId64 "  %6.2f%%\n", ui.key,
+			       json_int(ui.val, "connections"), 100 * share);
+		}
+	}
+}
+
 static int do_status(int argc, char **argv)
 {
-	struct json_object *o, *maps, *stats, *links;
+	struct json_object *o, *maps, *stats, *links, *canary;
 	struct json_object_iter it;
 	uint64_t st[SM_S_MAX] = {};
 	struct sm_active act;
@@ -332,6 +478,8 @@ static int do_status(int argc, char **argv)
 		json_object_object_add(stats, sm_stat_name(i),
 				       json_object_new_int64((int64_t)st[i]));
 	json_object_object_add(o, "counters", stats);
+	canary = canary_json();
+	json_object_object_add(o, "canary", canary);
 
 	if (g.json) {
 		print_json(o);
@@ -352,6 +500,7 @@ static int do_status(int argc, char **argv)
 		printf("  counters:\n");
 		for (i = 0; i < SM_S_MAX; i++)
 			printf("    %-18s %" PRIu64 "\n", sm_stat_name(i), st[i]);
+		canary_print(canary);
 	}
 	json_object_put(o);
 	return 0;
@@ -524,9 +673,13 @@ static void rule_one(const void *key, const void *val, void *ctx)
 	const struct sm_rule_key *k = key;
 	const struct sm_rule_val *v = val;
 	struct rule_ctx *c = ctx;
-	struct json_object *o = json_object_new_object();
 	char src[SM_NAME_LEN], dst[SM_NAME_LEN];
+	struct json_object *o;
 
+	/* The way in's copies of TCP rules (abi.h) are no rules of their own. */
+	if (k->proto == SM_RULE_PROTO_IN)
+		return;
+	o = json_object_new_object();
 	sm_names_get(c->names, k->src, src, sizeof(src));
 	sm_names_get(c->names, k->dst, dst, sizeof(dst));
 	json_object_object_add(o, "rule", json_object_new_int64(v->index));
