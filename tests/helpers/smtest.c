@@ -8,7 +8,8 @@
  *   smtest serve   --listen ADDR:PORT [--udp] [--tag TAG] [--max-conns N]
  *                  [--log FILE] [--timeout S] [--fastopen]
  *   smtest connect --to ADDR:PORT [--count N] [--parallel P] [--udp]
- *                  [--connected|--unconnected] [--sendmmsg] [--send BYTES]
+ *                  [--connected|--unconnected] [--sendmsg|--sendmmsg]
+ *                  [--send BYTES]
  *                  [--family 4|6|mapped] [--fastopen|--fastopen-connect]
  *                  [--timeout-ms MS] [--hold] [--hold-max S]
  *   smtest trace   --to ADDR:PORT [--family 4|6|mapped] [--timeout-ms MS]
@@ -464,6 +465,7 @@ struct client_cfg {
 	int udp;
 	int unconnected;
 	int sendmmsg;
+	int sendmsg;
 	int fastopen;
 	int fastopen_connect;
 	int hold;
@@ -643,17 +645,22 @@ static int udp_send(const struct client_cfg *c, int fd)
 			return timeout_errno(errno);
 		return 0;
 	}
+	memset(&m, 0, sizeof(m));
+	m.msg_hdr.msg_name = (void *)&c->to.ss;
+	m.msg_hdr.msg_namelen = c->to.len;
+	m.msg_hdr.msg_iov = &iov;
+	m.msg_hdr.msg_iovlen = 1;
+	if (c->sendmsg) {
+		if (sendmsg(fd, &m.msg_hdr, 0) < 0)
+			return timeout_errno(errno);
+		return 0;
+	}
 	if (!c->sendmmsg) {
 		if (sendto(fd, c->payload, c->payload_len, 0,
 			   (const struct sockaddr *)&c->to.ss, c->to.len) < 0)
 			return timeout_errno(errno);
 		return 0;
 	}
-	memset(&m, 0, sizeof(m));
-	m.msg_hdr.msg_name = (void *)&c->to.ss;
-	m.msg_hdr.msg_namelen = c->to.len;
-	m.msg_hdr.msg_iov = &iov;
-	m.msg_hdr.msg_iovlen = 1;
 	if (sendmmsg(fd, &m, 1, 0) != 1)
 		return timeout_errno(errno);
 	return 0;
@@ -746,7 +753,7 @@ static void usage_connect(void)
 	fprintf(stderr,
 		"usage: smtest connect --to ADDR:PORT [--count N] "
 		"[--parallel P] [--udp]\n"
-		"       [--connected|--unconnected] [--sendmmsg] "
+		"       [--connected|--unconnected] [--sendmsg|--sendmmsg] "
 		"[--send BYTES] [--family 4|6|mapped]\n"
 		"       [--fastopen|--fastopen-connect] [--timeout-ms MS] "
 		"[--hold] [--hold-max S]\n");
@@ -777,6 +784,7 @@ static int connect_args(int argc, char **argv, struct client_cfg *c)
 		{ "udp", no_argument, NULL, 'u' },
 		{ "connected", no_argument, NULL, 'c' },
 		{ "unconnected", no_argument, NULL, 'U' },
+		{ "sendmsg", no_argument, NULL, 'S' },
 		{ "sendmmsg", no_argument, NULL, 'M' },
 		{ "send", required_argument, NULL, 's' },
 		{ "family", required_argument, NULL, 'f' },
@@ -816,6 +824,10 @@ static int connect_args(int argc, char **argv, struct client_cfg *c)
 			c->unconnected = 0;
 			break;
 		case 'U':
+			c->unconnected = 1;
+			break;
+		case 'S':
+			c->sendmsg = 1;
 			c->unconnected = 1;
 			break;
 		case 'M':
