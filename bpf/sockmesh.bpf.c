@@ -133,14 +133,17 @@ int sm_sendmsg6(struct bpf_sock_addr *ctx)
 	return SM_PROCEED;
 }
 
-/* UDP replies: a backend's address becomes the VIP that was dialled. */
+/*
+ * UDP receive: the sender is noted (answering it is no egress), and a
+ * backend's address becomes the VIP that was dialled.
+ */
 SEC("cgroup/recvmsg4")
 int sm_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	struct sm_sockaddr sa;
 
 	ctx_get_user4(ctx, &sa);
-	if (__sock_rev(ctx, &sa) && addr_is_v4(&sa.addr))
+	if (__sock_recv(ctx, &sa) && addr_is_v4(&sa.addr))
 		ctx_set_user4(ctx, &sa);
 	return SM_PROCEED;
 }
@@ -151,7 +154,7 @@ int sm_recvmsg6(struct bpf_sock_addr *ctx)
 	struct sm_sockaddr sa;
 
 	ctx_get_user6(ctx, &sa);
-	if (__sock_rev(ctx, &sa))
+	if (__sock_recv(ctx, &sa))
 		ctx_set_user6(ctx, &sa);
 	return SM_PROCEED;
 }

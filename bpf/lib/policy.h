@@ -13,6 +13,16 @@
 #include "outlier.h"
 #include "quota.h"
 
+/* Who asks for a decision (the address dialled is passed on its own). */
+struct sm_query {
+	__u64 caller;			/* affinity key: service, or cgroup id */
+	__u32 slot;
+	__u32 src;			/* the calling socket's service */
+	__u32 list;			/* enum sm_list to pick backends from */
+	__u8 proto;
+	__u8 pad[3];
+};
+
 struct sm_decision {
 	struct sm_sockaddr backend;	/* VIPs: where the connection goes */
 	__u32 dst_svc;
@@ -180,24 +190,36 @@ static __always_inline int backend_pick(__u32 slot, __u32 svc,
 	return 0;
 }
 
+#ifndef EINVAL
+#define EINVAL 22
+#endif
+
 /*
- * Decide a connection from service `src` to `dst` over `proto`. On
+ * Decide a connection from service `src` to `dst` over `proto`. It is a
+ * global function: the verifier checks it once, on its own, instead of
+ * once per hook and path that calls it (four hooks call it). On
  * success d->kind says whether dst was a VIP (d->backend is then the
  * address to use). Returns 0 to let it proceed, or the negative errno the
  * application gets; d->verdict and d->reason say why in both cases.
  */
-static __always_inline int __sock_decide(__u32 slot, __u32 src, __u64 caller,
-					 const struct sm_sockaddr *dst,
-					 __u8 proto, __u32 list,
-					 struct sm_decision *d)
+__noinline int __sock_decide(const struct sm_query *q,
+			     const struct sm_sockaddr *dst, struct sm_decision *d)
 {
-	struct sm_svc_key skey = { .slot = slot };
+	struct sm_svc_key skey = {};
 	struct sm_dest_val *dv;
 	struct sm_svc_val *sv;
 	struct sm_config *cfg;
-	__u32 pick;
+	__u32 pick, slot, src;
+	__u8 proto;
 	int err;
 
+	/* A global function's pointers may be NULL, says the verifier. */
+	if (!q || !dst || !d)
+		return -EINVAL;
+	slot = q->slot;
+	src = q->src;
+	proto = q->proto;
+	skey.slot = slot;
 	d->verdict = SM_V_ALLOWED;
 	d->rule = SM_RULE_NONE;
 	d->subset = SM_SUBSET_NONE;
@@ -242,9 +264,9 @@ static __always_inline int __sock_decide(__u32 slot, __u32 src, __u64 caller,
 			err = -SM_ERRNO_NO_BACKEND;
 		} else {
 			pick = sv->affinity == SM_AFFINITY_SOURCE ?
-				       affinity_hash(caller, dv->svc) :
+				       affinity_hash(q->caller, dv->svc) :
 				       bpf_get_prandom_u32();
-			err = backend_pick(slot, dv->svc, sv, list, pick, d);
+			err = backend_pick(slot, dv->svc, sv, q->list, pick, d);
 		}
 		if (err) {
 			d->verdict = SM_V_NO_BACKEND;

@@ -83,6 +83,39 @@ static __always_inline int xlate_udp_keep(__u32 slot, __u32 svc,
 	return sv && sv->drain == SM_DRAIN_KEEP;
 }
 
+/*
+ * A managed UDP socket heard from sa. Its answers to sa are replies in a
+ * flow the peer began (a DNS server answering a client): neither egress
+ * nor a flow of its own. The last SM_SK_PEERS sources are kept.
+ */
+static __always_inline void udp_peer_seen(struct sm_sk *s,
+					  const struct sm_sockaddr *sa)
+{
+	__u32 i;
+
+	if (s->svc == SM_SVC_WORLD)
+		return;
+	for (i = 0; i < SM_SK_PEERS; i++)
+		if (i < s->n_peers && sa_equal(&s->peers[i], sa))
+			return;
+	if (s->n_peers < SM_SK_PEERS)
+		i = s->n_peers++;
+	else
+		i = s->peer_next++;
+	s->peers[i & (SM_SK_PEERS - 1)] = *sa;
+}
+
+static __always_inline int udp_peer_known(const struct sm_sk *s,
+					  const struct sm_sockaddr *sa)
+{
+	__u32 i;
+
+	for (i = 0; i < SM_SK_PEERS; i++)
+		if (i < s->n_peers && sa_equal(&s->peers[i], sa))
+			return 1;
+	return 0;
+}
+
 /* A deny, no-backend or quota verdict: counted and recorded. */
 static __always_inline void sock_record_reject(const struct sm_sk *s,
 					       __u32 src,
@@ -156,8 +189,8 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 				      int is_send)
 {
 	struct sm_decision d = {};
+	struct sm_query q = {};
 	struct bpf_sock *sk = ctx->sk;
-	struct sm_sockaddr orig;
 	struct sm_xlate *xl;
 	struct sm_sk *s;
 	__u32 slot, src;
@@ -191,11 +224,21 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 	     SM_SK_QUOTA_HELD))
 		quota_release(s->svc, s->dst_svc);
 
-	/* Step 2: the decision; a rejected call is recorded and fails. */
-	orig = *dst;
-	err = __sock_decide(slot, src, caller, dst, proto, list, &d);
+	/*
+	 * Step 2: the decision; a rejected call is recorded and fails. dst
+	 * keeps the address dialled until the rewrite at the very end.
+	 */
+	q.caller = caller;
+	q.slot = slot;
+	q.src = src;
+	q.list = list;
+	q.proto = proto;
+	err = __sock_decide(&q, dst, &d);
+	/* A UDP answer to a peer outside the mesh: the peer's flow. */
+	if (!d.kind && proto == IPPROTO_UDP && s && udp_peer_known(s, dst))
+		return 0;
 	if (err) {
-		sock_record_reject(s, src, &orig, proto, &d);
+		sock_record_reject(s, src, dst, proto, &d);
 		return err;
 	}
 	if (!d.kind && src == SM_SVC_WORLD)
@@ -216,7 +259,7 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 	 * picked, as a new flow.
 	 */
 	if (d.kind == SM_DEST_VIP) {
-		i = xlate_find_vip(s, &orig);
+		i = xlate_find_vip(s, dst);
 		if (i >= 0 && proto == IPPROTO_UDP) {
 			xl = &s->xlate[i & (SM_SK_XLATE - 1)];
 			if (xlate_udp_keep(slot, d.dst_svc, &xl->backend)) {
@@ -226,13 +269,13 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 				moved = 1;
 			}
 		} else if (i < 0 || proto == IPPROTO_TCP) {
-			xlate_add(s, &orig, &d.backend);
+			xlate_add(s, dst, &d.backend);
 		}
 	}
 
 	/* Unconnected UDP: only a new destination is a new flow. */
 	if (is_send && !moved && s->verdict == d.verdict &&
-	    sa_equal(&s->orig, &orig) && (s->flags & SM_SK_MANAGED)) {
+	    sa_equal(&s->orig, dst) && (s->flags & SM_SK_MANAGED)) {
 		if (d.kind == SM_DEST_VIP)
 			*dst = d.backend;
 		return d.kind == SM_DEST_VIP;
@@ -240,7 +283,7 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 
 	if (proto == IPPROTO_TCP)
 		s->n_xlate = d.kind == SM_DEST_VIP ? 1 : 0;
-	sock_commit(s, &orig, &d, proto);
+	sock_commit(s, dst, &d, proto);
 	pair_count(src, d.dst_svc, d.verdict);
 	if (d.kind == SM_DEST_VIP)
 		canary_count(d.dst_svc, d.subset);
@@ -274,6 +317,22 @@ static __always_inline int __sock_rev(struct bpf_sock_addr *ctx,
 	if (!s || !s->n_xlate)
 		return 0;
 	return xlate_rev(s, sa);
+}
+
+/* recvmsg: note the peer, then the reverse half. */
+static __always_inline int __sock_recv(struct bpf_sock_addr *ctx,
+				       struct sm_sockaddr *sa)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct sm_sk *s;
+
+	if (!sk)
+		return 0;
+	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
+	if (!s)
+		return 0;
+	udp_peer_seen(s, sa);
+	return s->n_xlate ? xlate_rev(s, sa) : 0;
 }
 
 #endif /* SM_BPF_SOCK_H */

@@ -47,6 +47,7 @@
 #define SM_MAX_SUBSETS		8	/* subsets per service */
 #define SM_CGROUP_MAX_DEPTH	32	/* cgroup levels walked for identity */
 #define SM_SK_XLATE		4	/* VIP translations kept per UDP socket */
+#define SM_SK_PEERS		4	/* UDP peers a socket last heard from */
 #define SM_NAME_LEN		64	/* service and subset names, with NUL */
 #define SM_DUR_BUCKETS		14	/* duration histogram, +Inf included */
 #define SM_TRACE_ID_LEN		16
@@ -392,6 +393,12 @@ struct sm_sk {
 	struct sm_sockaddr orig;	/* address dialled */
 	struct sm_sockaddr dst;		/* after translation */
 	struct sm_xlate xlate[SM_SK_XLATE];
+	/* UDP: sources of the last datagrams received, for replies. */
+	struct sm_sockaddr peers[SM_SK_PEERS];
+	__u8 n_peers;
+	__u8 peer_next;
+	__u16 pad3;
+	__u32 pad4;
 };
 
 /* Key of the server-side stash of SYN trace options. */
@@ -506,7 +513,7 @@ SM_ABI_ASSERT(struct sm_outlier_val, 24);
 SM_ABI_ASSERT(struct sm_name_key, 8);
 SM_ABI_ASSERT(struct sm_pair_val, 8 * (SM_V_MAX + 5 + SM_DUR_BUCKETS));
 SM_ABI_ASSERT(struct sm_xlate, 40);
-SM_ABI_ASSERT(struct sm_sk, 120 + 40 * SM_SK_XLATE);
+SM_ABI_ASSERT(struct sm_sk, 128 + 40 * SM_SK_XLATE + 20 * SM_SK_PEERS);
 SM_ABI_ASSERT(struct sm_trace_key, 48);
 SM_ABI_ASSERT(struct sm_flow_key, 40);
 SM_ABI_ASSERT(struct sm_local_val, 8);
