@@ -37,6 +37,7 @@ struct sm_opts {
 	const char *tls_cert;
 	const char *tls_key;
 	bool allow_policy_put;
+	uint32_t deny_records;		/* per second, pair and verdict; 0: all */
 	uint32_t sizes[SM_SIZE_MAX];
 	int verbose;
 };

@@ -93,6 +93,7 @@ void sm_event_to_flow(const struct sm_event *e, struct sm_names *names,
 	f->srtt_us = e->srtt_us;
 	f->retransmits = e->retransmits;
 	f->err = e->err;
+	f->folded = e->folded;
 	if (cg_mount && e->cgid)
 		sm_cgroup_path_of(cg_mount, e->cgid, f->cgroup,
 				  sizeof(f->cgroup));

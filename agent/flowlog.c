@@ -51,14 +51,15 @@ _Static_assert(NODE_MAX <= FIELD_MAX, "node outgrew FIELD_MAX");
 
 /*
  * The keys of a record in the order the contract lists them: the ones
- * every record has, then those only close records have, then "error".
+ * every record has, then those only close records have, then "error";
+ * deny records end with "folded".
  */
 enum fkey {
 	K_TS, K_NODE, K_EVENT, K_SIDE, K_TRACE_ID, K_SRC, K_DST, K_SUBSET,
 	K_SRC_SUBSET, K_SRC_ADDR, K_ORIG_DST, K_DST_ADDR, K_PROTO, K_VERDICT,
 	K_REASON, K_RULE, K_PID, K_COMM, K_CGROUP, K_COOKIE,
 	K_DURATION, K_BYTES_SENT, K_BYTES_RECEIVED, K_SRTT, K_RETRANS,
-	K_ERROR,
+	K_ERROR, K_FOLDED,
 	K_MAX,
 };
 
@@ -94,16 +95,23 @@ static const struct {
 	[K_SRTT] = { "srtt_us", T_U64 },
 	[K_RETRANS] = { "retransmits", T_U64 },
 	[K_ERROR] = { "error", T_CONST },
+	[K_FOLDED] = { "folded", T_U64 },
 };
 
-/* The three shapes a record takes, and the key each one stops before. */
-enum shape { SHAPE_OPEN, SHAPE_CLOSE, SHAPE_CLOSE_ERR, SHAPE_MAX };
+/* The shapes a record takes. */
+enum shape { SHAPE_OPEN, SHAPE_DENY, SHAPE_CLOSE, SHAPE_CLOSE_ERR, SHAPE_MAX };
 
-static const enum fkey shape_end[SHAPE_MAX] = {
-	[SHAPE_OPEN] = K_DURATION,
-	[SHAPE_CLOSE] = K_ERROR,
-	[SHAPE_CLOSE_ERR] = K_MAX,
-};
+/* Does a record of shape s carry key k? */
+static bool shape_has(enum shape s, enum fkey k)
+{
+	if (k < K_DURATION)
+		return true;
+	if (k == K_FOLDED)
+		return s == SHAPE_DENY;
+	if (k == K_ERROR)
+		return s == SHAPE_CLOSE_ERR;
+	return s == SHAPE_CLOSE || s == SHAPE_CLOSE_ERR;
+}
 
 /*
  * A record built fresh for every line costs some 26 allocations and a
@@ -187,7 +195,9 @@ static int shape_build(struct flow_json *fj, enum shape s)
 	obj = json_object_new_object();
 	if (!obj)
 		return -ENOMEM;
-	for (k = 0; k < (int)shape_end[s]; k++) {
+	for (k = 0; k < K_MAX; k++) {
+		if (!shape_has(s, k))
+			continue;
 		if (shape_add(obj, k, json_object_get(fj->val[k])))
 			goto err_put;
 		fj->shown[s][k] = true;
@@ -364,6 +374,7 @@ static void vals_numbers(struct flow_json *fj, const struct sm_flow *f)
 	json_object_set_uint64(fj->val[K_BYTES_RECEIVED], f->bytes_received);
 	json_object_set_uint64(fj->val[K_SRTT], f->srtt_us);
 	json_object_set_uint64(fj->val[K_RETRANS], f->retransmits);
+	json_object_set_uint64(fj->val[K_FOLDED], f->folded);
 }
 
 /* Empty optional strings and rule -1 print as null. */
@@ -377,6 +388,8 @@ static int shape_nulls(struct flow_json *fj, enum shape s, const struct sm_flow 
 
 static enum shape flow_shape(const struct sm_flow *f)
 {
+	if (!strncmp(f->event, "deny", sizeof(f->event)))
+		return SHAPE_DENY;
 	if (strncmp(f->event, "close", sizeof(f->event)))
 		return SHAPE_OPEN;
 	return f->err == 1 ? SHAPE_CLOSE_ERR : SHAPE_CLOSE;

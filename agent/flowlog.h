@@ -40,6 +40,8 @@ struct sm_flow {
 	uint32_t srtt_us;
 	uint32_t retransmits;
 	int32_t err;		/* 1: never established */
+	/* event == deny: denies of this pair not written since the last */
+	uint32_t folded;
 };
 
 struct sm_flowlog_opts {

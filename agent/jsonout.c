@@ -41,6 +41,7 @@ static const char *const stat_names[SM_S_MAX] = {
 	[SM_S_UNTRACKED] = "untracked_sockets",
 	[SM_S_DRAINED] = "drained",
 	[SM_S_EJECTIONS] = "outlier_ejections",
+	[SM_S_DENIES_FOLDED] = "deny_records_folded",
 };
 
 _Static_assert(sizeof(verdict_names) / sizeof(verdict_names[0]) == SM_V_MAX,

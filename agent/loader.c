@@ -193,6 +193,7 @@ static const struct {
 	{ SM_STR(SM_MAP_LOCAL), FATE_FRESH },
 	{ SM_STR(SM_MAP_OUTLIER), FATE_FRESH },
 	{ SM_STR(SM_MAP_DRAIN), FATE_FRESH },
+	{ SM_STR(SM_MAP_DENYRATE), FATE_FRESH },
 	/*
 	 * Service ids are held by open sockets and by counters, and live
 	 * quota counts by the connections that took them: copied.
@@ -617,6 +618,7 @@ int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *o)
 		goto err_close_cgroup;
 	}
 	dp->skel->rodata->g_root_level = o->root_level;
+	dp->skel->rodata->g_deny_records_per_sec = o->deny_records;
 	set_sizes(dp->skel->obj, o->sizes);
 	err = set_pins(dp);
 	if (err)

@@ -45,6 +45,7 @@ struct sm_dp_opts {
 	const char *bpffs;	/* pin directory */
 	const char *cgroup;	/* absolute path of the managed cgroup */
 	uint32_t root_level;	/* its level in the hierarchy */
+	uint32_t deny_records;	/* deny records per second and pair; 0: all */
 	uint32_t sizes[SM_SIZE_MAX];
 };
 

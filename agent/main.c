@@ -46,6 +46,10 @@ static const char usage[] =
 	"  --token-file FILE    require 'Authorization: Bearer <token>' over HTTP\n"
 	"  --tls-cert FILE, --tls-key FILE   serve HTTPS\n"
 	"  --allow-policy-put   accept PUT /v1/policy (needs --token-file)\n"
+	"  --deny-records-per-second N   deny records written per second for\n"
+	"                       each source, destination and verdict; the rest\n"
+	"                       are counted and folded into the next (default\n"
+	"                       100; 0 writes every one)\n"
 	"  -v, --verbose        more detail; twice: libbpf's too\n"
 	"  -h, --help\n";
 
@@ -63,6 +67,7 @@ enum {
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_POLICY_PUT,
+	OPT_DENY_RECORDS,
 };
 
 static const struct option long_opts[] = {
@@ -79,6 +84,7 @@ static const struct option long_opts[] = {
 	{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
 	{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
 	{ "allow-policy-put", no_argument, NULL, OPT_POLICY_PUT },
+	{ "deny-records-per-second", required_argument, NULL, OPT_DENY_RECORDS },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{}
@@ -127,6 +133,7 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 	o->flow_log_max = 64 << 20;
 	o->flow_log_keep = 3;
 	o->flow_window = 65536;
+	o->deny_records = 100;
 	sm_dp_default_sizes(o->sizes);
 
 	while (!err && (c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
@@ -153,6 +160,11 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 		case OPT_TLS_CERT: o->tls_cert = optarg; break;
 		case OPT_TLS_KEY: o->tls_key = optarg; break;
 		case OPT_POLICY_PUT: o->allow_policy_put = true; break;
+		case OPT_DENY_RECORDS:
+			err = parse_uint("deny-records-per-second", optarg,
+					 1000000, &v);
+			o->deny_records = (uint32_t)v;
+			break;
 		case 'v': o->verbose++; break;
 		case 'h': fputs(usage, stdout); exit(EXIT_SUCCESS);
 		default: err = -EINVAL; break;
@@ -564,6 +576,7 @@ static int start(struct sm_agent *a)
 	int err;
 
 	dpo.root_level = sm_cgroup_level(a->cg_mount, a->cg_abs);
+	dpo.deny_records = a->opts.deny_records;
 	memcpy(dpo.sizes, a->opts.sizes, sizeof(dpo.sizes));
 	err = check_file(a);
 	if (!err)

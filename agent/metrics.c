@@ -207,6 +207,12 @@ static void global_stats(struct sm_agent *a, struct sm_prom *w)
 	f = sm_prom_family(w, "sockmesh_pair_stats_full_total", SM_PROM_COUNTER,
 			   "Counter updates lost because sm_pair_stats was full");
 	sm_prom_u64(f, NULL, 0, st[SM_S_PAIR_FULL]);
+	f = sm_prom_family(w, "sockmesh_deny_records_folded_total",
+			   SM_PROM_COUNTER,
+			   "Denies not written to the flow log (past 100 records "
+			   "a second per pair and verdict); still counted in "
+			   "sockmesh_connections_total");
+	sm_prom_u64(f, NULL, 0, st[SM_S_DENIES_FOLDED]);
 	f = sm_prom_family(w, "sockmesh_drained_connections_total",
 			   SM_PROM_COUNTER,
 			   "Connections closed because a reload removed their "

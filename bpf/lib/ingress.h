@@ -68,11 +68,17 @@ static __always_inline void ingress_record(const struct sm_sk *s,
 					   const struct sm_flow_key *fk,
 					   __u32 peer, __u8 verdict)
 {
-	struct sm_event *e = event_new(verdict == SM_V_AUDIT ? SM_EV_AUDIT :
-							       SM_EV_DENY);
+	struct sm_event *e;
+	__u32 folded = 0;
 
+	/* A SYN flood from another node is folded like a connect flood. */
+	if (verdict == SM_V_DENIED &&
+	    !deny_record_ok(peer, s->svc, verdict, &folded))
+		return;
+	e = event_new(verdict == SM_V_AUDIT ? SM_EV_AUDIT : SM_EV_DENY);
 	if (!e)
 		return;
+	e->folded = folded;
 	__builtin_memcpy(e->comm, s->comm, sizeof(e->comm));
 	e->cgid = s->cgid;
 	e->pid = s->pid;

@@ -137,6 +137,14 @@ struct {
 	__type(value, __u32);
 } SM_MAP_DRAIN SEC(".maps");
 
+/* Deny records written per pair and verdict in the current second. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct sm_deny_key);
+	__type(value, struct sm_deny_val);
+} SM_MAP_DENYRATE SEC(".maps");
+
 /* Global counters, indexed by enum sm_stat. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -124,11 +124,15 @@ static __always_inline void sock_record_reject(const struct sm_sk *s,
 					       const struct sm_decision *d)
 {
 	struct sm_event *e;
+	__u32 folded;
 
 	pair_count(src, d->dst_svc, d->verdict);
+	if (!deny_record_ok(src, d->dst_svc, d->verdict, &folded))
+		return;
 	e = event_new(SM_EV_DENY);
 	if (!e)
 		return;
+	e->folded = folded;
 	e->cgid = s ? s->cgid : bpf_get_current_cgroup_id();
 	e->src_subset = s ? s->subset : SM_SUBSET_NONE;
 	e->src_svc = src;

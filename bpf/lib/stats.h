@@ -116,6 +116,48 @@ static __always_inline void event_submit(struct sm_event *e)
 	bpf_ringbuf_submit(e, flags);
 }
 
+/* Deny records written per pair, verdict and second; 0: every one. */
+const volatile __u32 g_deny_records_per_sec = 100;
+
+/*
+ * May a deny record of this pair and verdict be written now? The counters
+ * count every deny whatever this says; past g_deny_records_per_sec in a
+ * second the records are folded: the next one written says how many
+ * (*folded). Windows are kept per CPU-racy fields: a record or two over
+ * the limit in a second is possible, never a lost count.
+ */
+static __always_inline int deny_record_ok(__u32 src, __u32 dst, __u8 verdict,
+					  __u32 *folded)
+{
+	struct sm_deny_key key = { .src = src, .dst = dst, .verdict = verdict };
+	struct sm_deny_val init = {}, *v;
+	__u64 now = bpf_ktime_get_ns();
+
+	*folded = 0;
+	if (!g_deny_records_per_sec)
+		return 1;
+	v = bpf_map_lookup_elem(&SM_MAP_DENYRATE, &key);
+	if (!v) {
+		init.window_ns = now;
+		bpf_map_update_elem(&SM_MAP_DENYRATE, &key, &init, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&SM_MAP_DENYRATE, &key);
+		if (!v)
+			return 1;
+	}
+	if (now - v->window_ns >= 1000000000ULL) {
+		v->window_ns = now;
+		v->written = 0;
+	}
+	if (v->written >= g_deny_records_per_sec) {
+		__sync_fetch_and_add(&v->folded, 1);
+		stat_inc(SM_S_DENIES_FOLDED);
+		return 0;
+	}
+	v->written++;
+	*folded = __sync_lock_test_and_set(&v->folded, 0);
+	return 1;
+}
+
 /* Fill an event with what the socket's state says about its connection. */
 static __always_inline void event_from_sk(struct sm_event *e,
 					  const struct sm_sk *s)

@@ -39,6 +39,7 @@
 #define SM_MAP_OUTLIER	sm_outlier
 #define SM_MAP_LOCAL	sm_local
 #define SM_MAP_DRAIN	sm_drain
+#define SM_MAP_DENYRATE	sm_deny_rate
 
 #define SM__STR(x) #x
 #define SM_STR(x) SM__STR(x)
@@ -134,6 +135,7 @@ enum sm_stat {
 	SM_S_UNTRACKED,		/* socket older than the agent */
 	SM_S_DRAINED,		/* connection closed: its endpoint was removed */
 	SM_S_EJECTIONS,		/* backend taken out of selection (outlier) */
+	SM_S_DENIES_FOLDED,	/* deny records not written (rate limit) */
 	SM_S_MAX,
 };
 
@@ -312,6 +314,23 @@ struct sm_outlier_val {
 	__u32 pad;
 };
 
+/*
+ * Deny records per (source, destination, verdict) and second: a flood of
+ * refused connects must not crowd every other record out of the ring.
+ */
+struct sm_deny_key {
+	__u32 src;
+	__u32 dst;
+	__u8 verdict;
+	__u8 pad[3];
+};
+
+struct sm_deny_val {
+	__u64 window_ns;	/* start of the current second */
+	__u32 written;		/* records written in it */
+	__u32 folded;		/* denies not written since the last record */
+};
+
 /* Names for the CLI and the agent's labels, kept pinned. */
 struct sm_name_key {
 	__u32 svc;
@@ -478,6 +497,9 @@ struct sm_event {
 	__u64 bytes_received;
 	__u32 srtt_us;
 	__u32 retransmits;
+	/* deny: denies of this pair and verdict not written since the last */
+	__u32 folded;
+	__u32 pad2;
 };
 
 /* Trace option on the wire: RFC 6994 shared experimental kind + ExID. */
@@ -510,6 +532,8 @@ SM_ABI_ASSERT(struct sm_quota_cfg_key, 16);
 SM_ABI_ASSERT(struct sm_quota_cfg, 32);
 SM_ABI_ASSERT(struct sm_quota_state, 32);
 SM_ABI_ASSERT(struct sm_outlier_val, 24);
+SM_ABI_ASSERT(struct sm_deny_key, 12);
+SM_ABI_ASSERT(struct sm_deny_val, 16);
 SM_ABI_ASSERT(struct sm_name_key, 8);
 SM_ABI_ASSERT(struct sm_pair_val, 8 * (SM_V_MAX + 5 + SM_DUR_BUCKETS));
 SM_ABI_ASSERT(struct sm_xlate, 40);
@@ -517,6 +541,6 @@ SM_ABI_ASSERT(struct sm_sk, 128 + 40 * SM_SK_XLATE + 20 * SM_SK_PEERS);
 SM_ABI_ASSERT(struct sm_trace_key, 48);
 SM_ABI_ASSERT(struct sm_flow_key, 40);
 SM_ABI_ASSERT(struct sm_local_val, 8);
-SM_ABI_ASSERT(struct sm_event, 176);
+SM_ABI_ASSERT(struct sm_event, 184);
 
 #endif /* SOCKMESH_ABI_H */

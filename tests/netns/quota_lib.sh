@@ -94,7 +94,9 @@ q_start() {
 	q_policy "$Q_POLICY" "$@"
 	# Loading the datapath is the verifier's work: on a loaded machine
 	# that alone can take half a minute.
-	sb_agent_start sockmesh "$Q_POLICY" --timeout 120
+	# Every refusal gets its own flow record: the tests count them.
+	sb_agent_start sockmesh "$Q_POLICY" --timeout 120 -- \
+		--deny-records-per-second 0
 	Q_FLOWS=$(sb_agent sockmesh flows)
 	Q_URL=$(sb_agent sockmesh url)
 
