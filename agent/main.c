@@ -311,40 +311,52 @@ static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
 	return gen == a->applier.generation ? 1 : 0;
 }
 
-static int reload_locked(struct sm_agent *a, const char *text, size_t len,
-			 char *errbuf, size_t errlen)
+/*
+ * The policy text from the file (text NULL) or as given, parsed. On error
+ * diags say why and *p is NULL.
+ */
+static int policy_read(struct sm_agent *a, const char *text, size_t len,
+		       struct sm_policy **p, uint64_t *hash, struct sm_diags *d)
 {
-	struct sm_policy *p = NULL;
-	struct sm_diags d;
 	char *owned = NULL;
-	uint64_t hash;
 	int err;
 
-	sm_diags_init(&d, text ? "PUT /v1/policy" : a->opts.policy);
+	*p = NULL;
+	sm_diags_init(d, text ? "PUT /v1/policy" : a->opts.policy);
 	if (!text) {
 		owned = read_file(a->opts.policy, &len, &err);
 		if (!owned) {
-			sm_diags_add(&d, (struct sm_loc){ 0, 0 }, "cannot read: %s",
+			sm_diags_add(d, (struct sm_loc){ 0, 0 }, "cannot read: %s",
 				     strerror(-err));
-			goto out;
+			return err;
 		}
 		text = owned;
 	}
-	hash = fnv1a(text, len);
-	/* Not d.file: the parser copies the name into it. */
+	*hash = fnv1a(text, len);
+	/* Not d->file: the parser copies the name into it. */
 	err = sm_policy_parse(text, len, owned ? a->opts.policy :
-				     "PUT /v1/policy", &p, &d);
+				     "PUT /v1/policy", p, d);
+	free(owned);
+	return err;
+}
+
+/*
+ * Put a parsed policy in force (err: what reading it gave) and account
+ * for the reload in the log, the counters and /v1/status. Frees diags.
+ */
+static int reload_apply(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
+			int err, struct sm_diags *d, char *errbuf, size_t errlen)
+{
 	if (!err)
-		err = put_in_force(a, p, hash, &d);
+		err = put_in_force(a, p, hash, d);
 	if (err < 0)
 		sm_policy_free(p);
-out:
-	free(owned);
+
 	pthread_mutex_lock(&a->lock);
 	a->last_reload = time(NULL);
 	if (err < 0) {
 		a->reloads_error++;
-		diags_to(&d, a->last_error, sizeof(a->last_error));
+		diags_to(d, a->last_error, sizeof(a->last_error));
 		if (errbuf)
 			snprintf(errbuf, errlen, "%s", a->last_error);
 	} else {
@@ -361,23 +373,27 @@ out:
 			a->policy || a->dp.adopted ?
 				"the previous one stays in force" :
 				"no policy is in force");
-		sm_diags_print(&d, stderr);
+		sm_diags_print(d, stderr);
 	} else if (!err) {
 		pr_info("policy generation %llu in force (%zu services, %zu "
 			"rules)\n", (unsigned long long)a->applier.generation,
 			a->policy->n_services, a->policy->n_rules);
 	}
-	sm_diags_free(&d);
+	sm_diags_free(d);
 	return err < 0 ? err : 0;
 }
 
 int sm_agent_reload(struct sm_agent *a, const char *text, size_t len,
 		    char *errbuf, size_t errlen)
 {
+	struct sm_policy *p;
+	struct sm_diags d;
+	uint64_t hash = 0;
 	int err;
 
 	pthread_mutex_lock(&a->reload_lock);
-	err = reload_locked(a, text, len, errbuf, errlen);
+	err = policy_read(a, text, len, &p, &hash, &d);
+	err = reload_apply(a, p, hash, err, &d, errbuf, errlen);
 	pthread_mutex_unlock(&a->reload_lock);
 	return err;
 }
@@ -540,28 +556,6 @@ static char *read_token(const char *path)
 	return t;
 }
 
-/*
- * A policy file that does not parse or validate: refuse to start before
- * anything is loaded, pinned or changed. The programs of an earlier agent
- * stay in force with their policy.
- */
-static int check_file(const struct sm_agent *a)
-{
-	struct sm_policy *p = NULL;
-	struct sm_diags d;
-	int err;
-
-	sm_diags_init(&d, a->opts.policy);
-	err = sm_policy_load(a->opts.policy, &p, &d);
-	if (err) {
-		pr_warn("policy refused; nothing was loaded or changed:\n");
-		sm_diags_print(&d, stderr);
-	}
-	sm_policy_free(p);
-	sm_diags_free(&d);
-	return err;
-}
-
 /* Load the datapath, put the first policy in force, attach. */
 static int start(struct sm_agent *a)
 {
@@ -573,27 +567,47 @@ static int start(struct sm_agent *a)
 		.window = a->opts.flow_window,
 	};
 	struct sm_events_opts evo = { .cg_mount = a->cg_mount };
+	struct sm_policy *first;
+	struct sm_diags d;
+	uint64_t hash = 0;
 	int err;
 
 	dpo.root_level = sm_cgroup_level(a->cg_mount, a->cg_abs);
 	dpo.deny_records = a->opts.deny_records;
 	memcpy(dpo.sizes, a->opts.sizes, sizeof(dpo.sizes));
-	err = check_file(a);
-	if (!err)
-		err = sm_dp_load(&a->dp, &dpo);
-	if (err)
+	/*
+	 * A policy file that does not parse or validate: refuse to start
+	 * before anything is loaded, pinned or changed; the programs of an
+	 * earlier agent stay in force with their policy.
+	 */
+	err = policy_read(a, NULL, 0, &first, &hash, &d);
+	if (err) {
+		pr_warn("policy refused; nothing was loaded or changed:\n");
+		sm_diags_print(&d, stderr);
+		sm_diags_free(&d);
 		return err;
+	}
+	err = sm_dp_load(&a->dp, &dpo);
+	if (err) {
+		sm_policy_free(first);
+		sm_diags_free(&d);
+		return err;
+	}
 	err = sm_names_init(&a->names, sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_NAMES)),
 			    a->opts.sizes[SM_SIZE_NAMES]);
 	if (!err)
 		err = sm_applier_init(&a->applier, &a->dp, a->opts.sizes);
 	if (err) {
 		pr_warn("policy maps: read: %s\n", strerror(-err));
+		sm_policy_free(first);
+		sm_diags_free(&d);
 		return err;
 	}
 
-	/* A bad first policy: refuse to start. */
-	err = sm_agent_reload(a, NULL, 0, NULL, 0);
+	/* A first policy that does not fit the maps: refuse to start. */
+	pthread_mutex_lock(&a->reload_lock);
+	err = reload_apply(a, first, hash, 0, &d, NULL, 0);
+	pthread_mutex_unlock(&a->reload_lock);
 	if (err)
 		return err;
 	err = sm_dp_attach(&a->dp);
