@@ -39,6 +39,7 @@ SKEL := $(OUTPUT)/sockmesh.skel.h
 
 # Code the agent and the CLI share.
 COMMON_SRCS := agent/log.c agent/policy.c agent/cgroup.c agent/pins.c \
+	       agent/mapiter.c \
 	       agent/names.c agent/jsonout.c
 AGENT_SRCS := agent/main.c agent/loader.c agent/compile.c agent/apply.c \
 	      agent/events.c agent/flowlog.c agent/metrics.c agent/http.c \

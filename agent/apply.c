@@ -11,6 +11,7 @@
 
 #include "apply.h"
 #include "log.h"
+#include "mapiter.h"
 
 /* Where each policy map's key keeps its slot. */
 static void key_set_slot(enum sm_pmap m, void *key, uint32_t slot)
@@ -63,44 +64,41 @@ static uint32_t key_slot(enum sm_pmap m, const void *key)
 	}
 }
 
-/* Read a map back into two slot images (keys stored with slot 0). */
+struct read_ctx {
+	struct sm_applier *a;
+	enum sm_pmap m;
+	size_t key_size;
+	int err;
+};
+
+static int read_one(const void *key, void *value, void *ctx)
+{
+	struct read_ctx *r = ctx;
+	uint8_t k[64];
+	uint32_t slot;
+
+	/* Images keep keys with slot 0, whatever slot they hold them for. */
+	memcpy(k, key, r->key_size);
+	slot = key_slot(r->m, k) & 1;
+	key_set_slot(r->m, k, 0);
+	r->err = sm_kvs_add(&r->a->slot[slot]->maps[r->m], k, value);
+	return r->err ? SM_WALK_STOP : SM_WALK_NEXT;
+}
+
+/* Read a map back into two slot images. */
 static int read_map(struct sm_applier *a, enum sm_pmap m)
 {
-	struct sm_kvs *s0 = &a->slot[0]->maps[m];
-	size_t ks = s0->key_size, vs = s0->val_size;
-	uint8_t *key = NULL, *next, *val;
-	uint32_t slot;
-	int err = 0;
+	struct read_ctx r = { a, m, a->slot[0]->maps[m].key_size, 0 };
+	int err;
 
-	next = malloc(ks);
-	val = malloc(vs);
-	if (!next || !val) {
-		err = -ENOMEM;
-		goto out;
-	}
-	while (!bpf_map_get_next_key(a->fds[m], key, next)) {
-		if (!key)
-			key = malloc(ks);
-		if (!key) {
-			err = -ENOMEM;
-			goto out;
-		}
-		memcpy(key, next, ks);
-		if (bpf_map_lookup_elem(a->fds[m], key, val))
-			continue;
-		slot = key_slot(m, key) & 1;
-		key_set_slot(m, next, 0);
-		err = sm_kvs_add(&a->slot[slot]->maps[m], next, val);
-		if (err)
-			goto out;
-	}
+	if (r.key_size > 64)
+		return -EINVAL;
+	err = sm_map_each(a->fds[m], read_one, &r);
+	if (err || r.err)
+		return err ?: r.err;
 	sm_kvs_sort(&a->slot[0]->maps[m]);
 	sm_kvs_sort(&a->slot[1]->maps[m]);
-out:
-	free(key);
-	free(next);
-	free(val);
-	return err;
+	return 0;
 }
 
 void sm_applier_free(struct sm_applier *a)
@@ -307,23 +305,20 @@ static int write_slot(struct sm_applier *a, const struct sm_image *img,
  * so no program takes a unit of a removed quota any more; a unit given
  * back to a forgotten pair finds nothing and is dropped.
  */
+static int quota_gc_one(const void *key, void *value, void *ctx)
+{
+	const struct sm_quota_state *st = value;
+	struct sm_quota_cfg_key ck = { .pair = *(const struct sm_quota_key *)key };
+
+	if (sm_kvs_find(ctx, &ck) || st->active > 0)
+		return SM_WALK_NEXT;
+	return SM_WALK_DELETE;
+}
+
 static void quota_gc(struct sm_applier *a)
 {
-	const struct sm_kvs *cfg = &a->slot[a->active]->maps[SM_PM_QCFG];
-	struct sm_quota_key key, next;
-	struct sm_quota_state st;
-	void *prev = NULL;
-
-	while (!bpf_map_get_next_key(a->qstate_fd, prev, &next)) {
-		struct sm_quota_cfg_key ck = { .pair = next };
-
-		if (!sm_kvs_find(cfg, &ck) &&
-		    !bpf_map_lookup_elem(a->qstate_fd, &next, &st) &&
-		    st.active <= 0 && !bpf_map_delete_elem(a->qstate_fd, &next))
-			continue;	/* the walk goes on from prev */
-		key = next;
-		prev = &key;
-	}
+	sm_map_each(a->qstate_fd, quota_gc_one,
+		    &a->slot[a->active]->maps[SM_PM_QCFG]);
 }
 
 int sm_apply(struct sm_applier *a, struct sm_image *img,

@@ -25,6 +25,7 @@
 
 #include "agent.h"
 #include "log.h"
+#include "mapiter.h"
 #include "sockmesh.skel.h"
 
 #define MAX_NETNS 4096
@@ -201,20 +202,17 @@ static uint64_t drained_total(struct sm_agent *a)
 	return sum;
 }
 
+static int drop(const void *key, void *value, void *ctx)
+{
+	(void)key;
+	(void)value;
+	(void)ctx;
+	return SM_WALK_DELETE;
+}
+
 static void drain_clear(int map_fd)
 {
-	struct sm_sockaddr key, next;
-	void *prev = NULL;
-
-	/* Deleting the key we stand on would restart the walk: step first. */
-	while (!bpf_map_get_next_key(map_fd, prev, &next)) {
-		if (prev)
-			bpf_map_delete_elem(map_fd, &key);
-		key = next;
-		prev = &key;
-	}
-	if (prev)
-		bpf_map_delete_elem(map_fd, &key);
+	sm_map_each(map_fd, drop, NULL);
 }
 
 int sm_drain(struct sm_agent *a, const struct sm_image *old,

@@ -12,6 +12,7 @@
 
 #include "loader.h"
 #include "log.h"
+#include "mapiter.h"
 #include "pins.h"
 #include "sockmesh.skel.h"
 #include "sockmesh/abi.h"
@@ -262,41 +263,46 @@ static void refuse_msg(const char *path, const struct pin_cmp *c,
 			path, c->old_entries, bpf_map__max_entries(map));
 }
 
+struct fit_ctx {
+	__u32 max;
+	__u32 n;
+	int names;
+	int over;
+};
+
+static int fit_one(const void *key, void *value, void *ctx)
+{
+	struct fit_ctx *f = ctx;
+
+	(void)value;
+	f->over = ++f->n > f->max ||
+		  (f->names && ((const struct sm_name_key *)key)->svc >= f->max);
+	return f->over ? SM_WALK_STOP : SM_WALK_NEXT;
+}
+
 /*
  * Can every entry of the pinned map at path go into map? Service ids
  * also index the agent's name table, which has the map's size.
  */
 static int copy_fits(struct bpf_map *map, const char *path)
 {
-	__u32 max = bpf_map__max_entries(map), n = 0;
-	size_t ks = bpf_map__key_size(map);
-	int names = !strcmp(bpf_map__name(map), SM_STR(SM_MAP_NAMES));
-	uint8_t *key, *next;
-	int fd, err = 0;
+	struct fit_ctx f = {
+		.max = bpf_map__max_entries(map),
+		.names = !strcmp(bpf_map__name(map), SM_STR(SM_MAP_NAMES)),
+	};
+	int fd, err;
 
 	fd = bpf_obj_get(path);
 	if (fd < 0)
 		return -errno;
-	key = malloc(ks);
-	next = malloc(ks);
-	if (!key || !next) {
-		err = -ENOMEM;
-		goto out;
-	}
-	while (!err && !bpf_map_get_next_key(fd, n ? key : NULL, next)) {
-		memcpy(key, next, ks);
-		if (++n > max ||
-		    (names && ((struct sm_name_key *)key)->svc >= max))
-			err = -E2BIG;
-	}
-	if (err)
+	err = sm_map_each(fd, fit_one, &f);
+	close(fd);
+	if (!err && f.over) {
 		pr_warn("pinned map %s holds more than the %u entries (or "
 			"service ids) this agent is set to: raise --map-size, "
-			"or run 'sockmesh uninstall' first\n", path, max);
-out:
-	free(key);
-	free(next);
-	close(fd);
+			"or run 'sockmesh uninstall' first\n", path, f.max);
+		err = -E2BIG;
+	}
 	return err;
 }
 
@@ -399,42 +405,35 @@ static int set_pins(struct sm_dp *dp)
 	return 0;
 }
 
-/* Copy every entry of the pinned map into the new map. */
+struct copy_ctx {
+	struct bpf_map *map;
+	int err;
+};
+
+static int copy_one(const void *key, void *value, void *ctx)
+{
+	struct copy_ctx *c = ctx;
+
+	if (!bpf_map_update_elem(bpf_map__fd(c->map), key, value, BPF_ANY))
+		return SM_WALK_NEXT;
+	c->err = -errno;
+	pr_warn("map %s: copy from the pinned map: %s\n",
+		bpf_map__name(c->map), strerror(-c->err));
+	return SM_WALK_STOP;
+}
+
+/* Every entry of the pinned map into the new map made in its place. */
 static int copy_pinned(struct sm_dp *dp, struct bpf_map *map)
 {
-	size_t ks = bpf_map__key_size(map), vs = bpf_map__value_size(map);
-	int old, fd = bpf_map__fd(map), err = 0;
-	uint8_t *key, *next, *val;
-	__u32 n = 0;
+	struct copy_ctx c = { .map = map };
+	int old, err;
 
 	old = sm_pin_map_open(dp->bpffs, bpf_map__name(map));
 	if (old < 0)
 		return old;
-	key = malloc(ks);
-	next = malloc(ks);
-	val = malloc(vs);
-	if (!key || !next || !val) {
-		err = -ENOMEM;
-		goto out;
-	}
-	while (!bpf_map_get_next_key(old, n++ ? key : NULL, next)) {
-		memcpy(key, next, ks);
-		/* Deleted in between by the programs in force: skip it. */
-		if (bpf_map_lookup_elem(old, key, val))
-			continue;
-		if (bpf_map_update_elem(fd, key, val, BPF_ANY)) {
-			err = -errno;
-			pr_warn("map %s: copy from the pinned map: %s\n",
-				bpf_map__name(map), strerror(-err));
-			break;
-		}
-	}
-out:
-	free(key);
-	free(next);
-	free(val);
+	err = sm_map_each(old, copy_one, &c);
 	close(old);
-	return err;
+	return err ?: c.err;
 }
 
 /*

@@ -14,6 +14,7 @@
 #include "agent.h"
 #include "compile.h"
 #include "jsonout.h"
+#include "mapiter.h"
 #include "prom.h"
 
 struct fams {
@@ -97,75 +98,62 @@ static void pair_samples(struct sm_agent *a, const struct fams *f,
 		    v->retransmits);
 }
 
-static void pairs(struct sm_agent *a, const struct fams *f)
+/* What a map walk of /metrics needs at hand. */
+struct walk {
+	struct sm_agent *a;
+	const struct fams *f;
+};
+
+static int pair_one(const void *key, void *value, void *ctx)
 {
-	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_PAIR));
-	struct sm_pair_key key, next;
-	struct sm_pair_val *vals, sum;
-	void *prev = NULL;
+	const struct sm_pair_val *vals = value;
+	struct walk *w = ctx;
+	struct sm_pair_val sum = vals[0];
 	int c;
 
-	vals = calloc(ncpus(), sizeof(*vals));
-	if (!vals)
-		return;
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, vals))
-			continue;
-		sum = vals[0];
-		for (c = 1; c < ncpus(); c++)
-			pair_add(&sum, &vals[c]);
-		pair_samples(a, f, &key, &sum);
-	}
-	free(vals);
+	for (c = 1; c < ncpus(); c++)
+		pair_add(&sum, &vals[c]);
+	pair_samples(w->a, w->f, key, &sum);
+	return SM_WALK_NEXT;
 }
 
-static void canaries(struct sm_agent *a, const struct fams *f)
+static int canary_one(const void *key, void *value, void *ctx)
 {
-	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_CANARY));
-	struct sm_canary_key key, next;
+	const struct sm_canary_key *k = key;
 	char svc[SM_NAME_LEN], sub[SM_NAME_LEN];
-	void *prev = NULL;
-	__u64 *vals, total;
+	struct walk *w = ctx;
 
-	vals = calloc(ncpus(), sizeof(__u64));
-	if (!vals)
-		return;
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, vals))
-			continue;
-		total = sum_percpu(vals);
-		sm_names_get(&a->names, key.svc, svc, sizeof(svc));
-		sm_names_get_subset(&a->names, key.svc, (uint8_t)key.subset, sub,
-				    sizeof(sub));
-		sm_prom_u64(f->canary, SM_PROM_LABELS({ "service", svc },
-						      { "subset", sub }),
-			    total);
-	}
-	free(vals);
+	sm_names_get(&w->a->names, k->svc, svc, sizeof(svc));
+	sm_names_get_subset(&w->a->names, k->svc, (uint8_t)k->subset, sub,
+			    sizeof(sub));
+	sm_prom_u64(w->f->canary, SM_PROM_LABELS({ "service", svc },
+						 { "subset", sub }),
+		    sum_percpu(value));
+	return SM_WALK_NEXT;
 }
 
-static void quotas(struct sm_agent *a, const struct fams *f)
+static int quota_one(const void *key, void *value, void *ctx)
 {
-	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_QSTATE));
+	const struct sm_quota_state *st = value;
+	const struct sm_quota_key *k = key;
 	char src[SM_NAME_LEN], dst[SM_NAME_LEN];
-	struct sm_quota_key key, next;
-	struct sm_quota_state st;
-	void *prev = NULL;
+	struct walk *w = ctx;
 
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &st))
-			continue;
-		sm_names_get(&a->names, key.src, src, sizeof(src));
-		sm_names_get(&a->names, key.dst, dst, sizeof(dst));
-		sm_prom_u64(f->quota, SM_PROM_LABELS({ "src", src }, { "dst", dst }),
-			    st.active > 0 ? (uint64_t)st.active : 0);
-	}
+	sm_names_get(&w->a->names, k->src, src, sizeof(src));
+	sm_names_get(&w->a->names, k->dst, dst, sizeof(dst));
+	sm_prom_u64(w->f->quota, SM_PROM_LABELS({ "src", src }, { "dst", dst }),
+		    st->active > 0 ? (uint64_t)st->active : 0);
+	return SM_WALK_NEXT;
+}
+
+/* Per service pair counters, canary counters and quota counts. */
+static void walks(struct sm_agent *a, const struct fams *f)
+{
+	struct walk w = { a, f };
+
+	sm_map_each(sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_PAIR)), pair_one, &w);
+	sm_map_each(sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_CANARY)), canary_one, &w);
+	sm_map_each(sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_QSTATE)), quota_one, &w);
 }
 
 static void global_stats(struct sm_agent *a, struct sm_prom *w)
@@ -221,79 +209,65 @@ static void global_stats(struct sm_agent *a, struct sm_prom *w)
 }
 
 /* Ejections per service, and backends out of selection right now. */
-static void outliers(struct sm_agent *a, struct sm_prom *w)
-{
-	int fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_OUTLIER));
-	struct sm_prom_family *total, *out;
-	struct sm_sockaddr key, next;
-	struct sm_outlier_val v;
+struct outlier_walk {
 	struct {
 		__u64 ejections;
 		__u64 out;
 	} *per;
-	char name[SM_NAME_LEN];
-	void *prev = NULL;
-	struct timespec ts;
+	uint32_t cap;
 	__u64 now;
+};
+
+static int outlier_one(const void *key, void *value, void *ctx)
+{
+	const struct sm_outlier_val *v = value;
+	struct outlier_walk *o = ctx;
+
+	(void)key;
+	if (v->svc < o->cap) {
+		o->per[v->svc].ejections += v->ejections;
+		o->per[v->svc].out += v->ejected_until_ns > o->now;
+	}
+	return SM_WALK_NEXT;
+}
+
+static void outliers(struct sm_agent *a, struct sm_prom *w)
+{
+	struct outlier_walk o = { .cap = a->names.cap };
+	struct sm_prom_family *total, *out;
+	char name[SM_NAME_LEN];
+	struct timespec ts;
 	uint32_t i;
 
-	per = calloc(a->names.cap, sizeof(*per));
-	if (!per)
+	o.per = calloc(o.cap, sizeof(*o.per));
+	if (!o.per)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (__u64)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &v) || v.svc >= a->names.cap)
-			continue;
-		per[v.svc].ejections += v.ejections;
-		per[v.svc].out += v.ejected_until_ns > now;
-	}
+	o.now = (__u64)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+	sm_map_each(sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_OUTLIER)), outlier_one, &o);
 	total = sm_prom_family(w, "sockmesh_outlier_ejections_total",
 			       SM_PROM_COUNTER,
 			       "Backends taken out of selection after failed "
 			       "connects, by service");
 	out = sm_prom_family(w, "sockmesh_outlier_ejected", SM_PROM_GAUGE,
 			     "Backends out of selection now, by service");
-	for (i = 1; i < a->names.cap; i++) {
-		if (!per[i].ejections)
+	for (i = 1; i < o.cap; i++) {
+		if (!o.per[i].ejections)
 			continue;
 		sm_names_get(&a->names, i, name, sizeof(name));
 		sm_prom_u64(total, SM_PROM_LABELS({ "service", name }),
-			    per[i].ejections);
-		sm_prom_u64(out, SM_PROM_LABELS({ "service", name }), per[i].out);
+			    o.per[i].ejections);
+		sm_prom_u64(out, SM_PROM_LABELS({ "service", name }),
+			    o.per[i].out);
 	}
-	free(per);
-}
-
-/* Entries of a map that is not a policy map, counted by walking it. */
-static uint32_t map_count(int fd, size_t key_size)
-{
-	uint8_t key[64], next[64];
-	void *prev = NULL;
-	uint32_t n = 0;
-
-	if (key_size > sizeof(key))
-		return 0;
-	while (!bpf_map_get_next_key(fd, prev, next)) {
-		memcpy(key, next, key_size);
-		prev = key;
-		n++;
-	}
-	return n;
+	free(o.per);
 }
 
 static void map_fill(struct sm_agent *a, struct sm_prom *w)
 {
-	static const struct {
-		const char *map;
-		size_t key_size;
-	} state_maps[] = {
-		{ SM_STR(SM_MAP_QSTATE), sizeof(struct sm_quota_key) },
-		{ SM_STR(SM_MAP_PAIR), sizeof(struct sm_pair_key) },
-		{ SM_STR(SM_MAP_CANARY), sizeof(struct sm_canary_key) },
-		{ SM_STR(SM_MAP_NAMES), sizeof(struct sm_name_key) },
+	static const char *const state_maps[] = {
+		SM_STR(SM_MAP_QSTATE), SM_STR(SM_MAP_PAIR),
+		SM_STR(SM_MAP_CANARY), SM_STR(SM_MAP_NAMES),
 	};
 	struct sm_prom_family *ent, *cap;
 	struct bpf_map_info info;
@@ -312,14 +286,14 @@ static void map_fill(struct sm_agent *a, struct sm_prom *w)
 			    a->applier.limits[m]);
 	}
 	for (i = 0; i < sizeof(state_maps) / sizeof(state_maps[0]); i++) {
-		fd = sm_dp_map_fd(&a->dp, state_maps[i].map);
+		fd = sm_dp_map_fd(&a->dp, state_maps[i]);
 		memset(&info, 0, sizeof(info));
 		len = sizeof(info);
 		if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len))
 			continue;
-		sm_prom_u64(ent, SM_PROM_LABELS({ "map", state_maps[i].map }),
-			    map_count(fd, state_maps[i].key_size));
-		sm_prom_u64(cap, SM_PROM_LABELS({ "map", state_maps[i].map }),
+		sm_prom_u64(ent, SM_PROM_LABELS({ "map", state_maps[i] }),
+			    sm_map_count(fd));
+		sm_prom_u64(cap, SM_PROM_LABELS({ "map", state_maps[i] }),
 			    info.max_entries);
 	}
 }
@@ -384,9 +358,7 @@ int sm_metrics_render(struct sm_agent *a, char **text, size_t *len)
 				   "Retransmitted segments of closed TCP connections");
 	f.quota = sm_prom_family(w, "sockmesh_quota_active", SM_PROM_GAUGE,
 				 "Live connections held against max_concurrent");
-	pairs(a, &f);
-	canaries(a, &f);
-	quotas(a, &f);
+	walks(a, &f);
 	global_stats(a, w);
 	outliers(a, w);
 	map_fill(a, w);

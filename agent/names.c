@@ -7,6 +7,7 @@
 #include <bpf/bpf.h>
 
 #include "log.h"
+#include "mapiter.h"
 #include "names.h"
 
 static int name_store(struct sm_names *n, uint32_t id, uint8_t subset,
@@ -23,12 +24,24 @@ static int name_store(struct sm_names *n, uint32_t id, uint8_t subset,
 	return 0;
 }
 
+static int name_load(const void *key, void *value, void *ctx)
+{
+	const struct sm_name_key *k = key;
+	struct sm_name_val *v = value;
+	struct sm_names *n = ctx;
+
+	if (k->svc >= n->cap)
+		return SM_WALK_NEXT;
+	v->name[SM_NAME_LEN - 1] = '\0';
+	if (k->subset == SM_SUBSET_NONE)
+		strcpy(n->e[k->svc].name, v->name);
+	else if (k->subset < SM_MAX_SUBSETS)
+		strcpy(n->e[k->svc].subset[k->subset], v->name);
+	return SM_WALK_NEXT;
+}
+
 int sm_names_init(struct sm_names *n, int map_fd, uint32_t cap)
 {
-	struct sm_name_key key, next;
-	struct sm_name_val val;
-	void *prev = NULL;
-
 	memset(n, 0, sizeof(*n));
 	pthread_mutex_init(&n->lock, NULL);
 	n->map_fd = map_fd;
@@ -36,21 +49,7 @@ int sm_names_init(struct sm_names *n, int map_fd, uint32_t cap)
 	n->e = calloc(cap, sizeof(*n->e));
 	if (!n->e)
 		return -ENOMEM;
-	if (map_fd < 0)
-		return 0;
-
-	while (!bpf_map_get_next_key(map_fd, prev, &next)) {
-		key = next;
-		prev = &key;
-		if (key.svc >= cap || bpf_map_lookup_elem(map_fd, &key, &val))
-			continue;
-		val.name[SM_NAME_LEN - 1] = '\0';
-		if (key.subset == SM_SUBSET_NONE)
-			strcpy(n->e[key.svc].name, val.name);
-		else if (key.subset < SM_MAX_SUBSETS)
-			strcpy(n->e[key.svc].subset[key.subset], val.name);
-	}
-	return 0;
+	return map_fd < 0 ? 0 : sm_map_each(map_fd, name_load, n);
 }
 
 void sm_names_free(struct sm_names *n)

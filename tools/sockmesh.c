@@ -26,6 +26,7 @@
 #include "cgroup.h"
 #include "jsonout.h"
 #include "log.h"
+#include "mapiter.h"
 #include "names.h"
 #include "pins.h"
 #include "policy.h"
@@ -198,9 +199,7 @@ static long map_count(const char *name, uint32_t *max)
 {
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);
-	long n = 0;
-	uint8_t key[64], next[64];
-	void *prev = NULL;
+	long n;
 	int fd;
 
 	fd = sm_pin_map_open(g.bpffs, name);
@@ -208,12 +207,7 @@ static long map_count(const char *name, uint32_t *max)
 		return fd;
 	if (!bpf_obj_get_info_by_fd(fd, &info, &len))
 		*max = info.max_entries;
-	while (info.key_size <= sizeof(key) &&
-	       !bpf_map_get_next_key(fd, prev, next)) {
-		memcpy(key, next, info.key_size);
-		prev = key;
-		n++;
-	}
+	n = sm_map_count(fd);
 	close(fd);
 	return n;
 }
@@ -305,49 +299,50 @@ static int canary_cmp(const void *a, const void *b)
 	return 0;
 }
 
+struct canary_ctx {
+	struct canary_row *rows;
+	size_t n;
+	size_t cap;
+};
+
+/* Per-CPU values are __u64 on every CPU, as the datapath wrote them. */
+static int canary_row(const void *key, void *value, void *ctx)
+{
+	int ncpu = libbpf_num_possible_cpus(), c;
+	struct canary_ctx *cc = ctx;
+	const __u64 *vals = value;
+	struct canary_row *grown;
+
+	if (cc->n == cc->cap) {
+		cc->cap = cc->cap ? 2 * cc->cap : 16;
+		grown = realloc(cc->rows, cc->cap * sizeof(*cc->rows));
+		if (!grown)
+			return SM_WALK_STOP;
+		cc->rows = grown;
+	}
+	cc->rows[cc->n].key = *(const struct sm_canary_key *)key;
+	cc->rows[cc->n].n = 0;
+	for (c = 0; c < ncpu; c++)
+		cc->rows[cc->n].n += vals[c];
+	cc->n++;
+	return SM_WALK_NEXT;
+}
+
 /* Every sm_canary entry, sorted by service id and subset index. */
 static size_t canary_rows(struct canary_row **out)
 {
-	int ncpu = libbpf_num_possible_cpus(), fd, c;
-	struct sm_canary_key key, next;
-	struct canary_row *rows = NULL, *grown;
-	size_t n = 0, cap = 0;
-	void *prev = NULL;
-	__u64 *vals;
+	struct canary_ctx cc = {};
+	int fd;
 
 	*out = NULL;
 	fd = sm_pin_map_open(g.bpffs, SM_STR(SM_MAP_CANARY));
-	if (fd < 0 || ncpu <= 0)
-		goto out_close;
-	/* Per-CPU values are __u64 on every CPU, as the datapath wrote them. */
-	vals = calloc(ncpu, sizeof(*vals));
-	if (!vals)
-		goto out_close;
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, vals))
-			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 16;
-			grown = realloc(rows, cap * sizeof(*rows));
-			if (!grown)
-				break;
-			rows = grown;
-		}
-		rows[n].key = key;
-		rows[n].n = 0;
-		for (c = 0; c < ncpu; c++)
-			rows[n].n += vals[c];
-		n++;
-	}
-	free(vals);
-	qsort(rows, n, sizeof(*rows), canary_cmp);
-	*out = rows;
-out_close:
-	if (fd >= 0)
-		close(fd);
-	return n;
+	if (fd < 0)
+		return 0;
+	sm_map_each(fd, canary_row, &cc);
+	close(fd);
+	qsort(cc.rows, cc.n, sizeof(*cc.rows), canary_cmp);
+	*out = cc.rows;
+	return cc.n;
 }
 
 /* { "connections": n, "share": n / total } */
@@ -489,7 +484,7 @@ static int do_status(int argc, char **argv)
 		       (uint64_t)act.generation, act.slot, act.schema);
 		printf("  programs attached: %d of %d pinned links\n", attached,
 		       total);
-		printf("  maps:\n");
+		printf("  maps (entries / capacity; policy maps hold two slots):\n");
 		json_object_object_foreachC(maps, it) {
 			struct json_object *m = it.val;
 
@@ -508,29 +503,37 @@ static int do_status(int argc, char **argv)
 
 /* ---- services and policy: what the active slot holds ---- */
 
+struct slot_walk {
+	int (*in_slot)(const void *key, uint32_t slot);
+	uint32_t slot;
+	void (*fn)(const void *key, const void *val, void *ctx);
+	void *ctx;
+};
+
+static int slot_one(const void *key, void *value, void *ctx)
+{
+	struct slot_walk *w = ctx;
+
+	if (w->in_slot(key, w->slot))
+		w->fn(key, value, w->ctx);
+	return SM_WALK_NEXT;
+}
+
 /* Call fn for every entry of a pinned map whose key is in slot `slot`. */
-static int map_walk(const char *name, size_t ks, size_t vs,
+static int map_walk(const char *name,
 		    int (*in_slot)(const void *key, uint32_t slot), uint32_t slot,
 		    void (*fn)(const void *key, const void *val, void *ctx),
 		    void *ctx)
 {
-	uint8_t key[64], next[64], val[512];
-	void *prev = NULL;
-	int fd;
+	struct slot_walk w = { in_slot, slot, fn, ctx };
+	int fd, err;
 
-	if (ks > sizeof(key) || vs > sizeof(val))
-		return -EINVAL;
 	fd = open_map(name);
 	if (fd < 0)
 		return fd;
-	while (!bpf_map_get_next_key(fd, prev, next)) {
-		memcpy(key, next, ks);
-		prev = key;
-		if (in_slot(key, slot) && !bpf_map_lookup_elem(fd, key, val))
-			fn(key, val, ctx);
-	}
+	err = sm_map_each(fd, slot_one, &w);
 	close(fd);
-	return 0;
+	return err;
 }
 
 static int dest_in_slot(const void *key, uint32_t slot)
@@ -638,10 +641,8 @@ static int do_services(int argc, char **argv)
 	sm_cgroup_mount(c.cg_mount, sizeof(c.cg_mount));
 	c.names = &names;
 	c.svcs = json_object_new_object();
-	map_walk(SM_STR(SM_MAP_DEST), sizeof(struct sm_dest_key),
-		 sizeof(struct sm_dest_val), dest_in_slot, act.slot, svc_dest, &c);
-	map_walk(SM_STR(SM_MAP_CGROUP), sizeof(struct sm_cgroup_key),
-		 sizeof(struct sm_cgroup_val), cgroup_in_slot, act.slot,
+	map_walk(SM_STR(SM_MAP_DEST), dest_in_slot, act.slot, svc_dest, &c);
+	map_walk(SM_STR(SM_MAP_CGROUP), cgroup_in_slot, act.slot,
 		 svc_cgroup, &c);
 	if (g.json) {
 		print_json(c.svcs);
@@ -724,8 +725,7 @@ static int do_policy(int argc, char **argv)
 		return err;
 	c.names = &names;
 	c.rules = json_object_new_array();
-	map_walk(SM_STR(SM_MAP_RULE), sizeof(struct sm_rule_key),
-		 sizeof(struct sm_rule_val), rule_in_slot, act.slot, rule_one, &c);
+	map_walk(SM_STR(SM_MAP_RULE), rule_in_slot, act.slot, rule_one, &c);
 	json_object_array_sort(c.rules, rule_cmp);
 	if (g.json) {
 		struct json_object *o = json_object_new_object();

@@ -17,9 +17,15 @@
 /* cgroup level of the subtree the agent manages; set at load time. */
 const volatile __u32 g_root_level = 0;
 
-/* The service of the current task's cgroup; 0 when it has none. */
-static __always_inline int identity_current(__u32 slot,
-					    struct sm_cgroup_val *out)
+/*
+ * The service of a cgroup: the deepest service cgroup among its ancestors
+ * (itself included). The cgroup is the current task's when sk is NULL,
+ * else the socket's own (the one that made it), for hooks that may ask the
+ * socket (cgroup_skb); sk is a constant at every call, so each program
+ * keeps only the helper its hook may call. 0 when it has no service.
+ */
+static __always_inline int identity_walk(__u32 slot, struct bpf_sock *sk,
+					 struct sm_cgroup_val *out)
 {
 	struct sm_cgroup_key key = { .slot = slot };
 	struct sm_cgroup_val *v;
@@ -30,7 +36,8 @@ static __always_inline int identity_current(__u32 slot,
 	for (lvl = 1; lvl < SM_CGROUP_MAX_DEPTH; lvl++) {
 		if (lvl <= g_root_level)
 			continue;
-		key.cgid = bpf_get_current_ancestor_cgroup_id(lvl);
+		key.cgid = sk ? bpf_sk_ancestor_cgroup_id(sk, lvl) :
+				bpf_get_current_ancestor_cgroup_id(lvl);
 		if (!key.cgid)
 			break;
 		v = bpf_map_lookup_elem(&SM_MAP_CGROUP, &key);
@@ -42,31 +49,16 @@ static __always_inline int identity_current(__u32 slot,
 	return found;
 }
 
-/*
- * The service of a socket's own cgroup (the one that made it), for hooks
- * that may ask the socket rather than the current task (cgroup_skb).
- */
+static __always_inline int identity_current(__u32 slot,
+					    struct sm_cgroup_val *out)
+{
+	return identity_walk(slot, NULL, out);
+}
+
 static __always_inline int identity_sock(__u32 slot, struct bpf_sock *sk,
 					 struct sm_cgroup_val *out)
 {
-	struct sm_cgroup_key key = { .slot = slot };
-	struct sm_cgroup_val *v;
-	int found = 0;
-	__u32 lvl;
-
-	for (lvl = 1; lvl < SM_CGROUP_MAX_DEPTH; lvl++) {
-		if (lvl <= g_root_level)
-			continue;
-		key.cgid = bpf_sk_ancestor_cgroup_id(sk, lvl);
-		if (!key.cgid)
-			break;
-		v = bpf_map_lookup_elem(&SM_MAP_CGROUP, &key);
-		if (v) {
-			*out = *v;
-			found = 1;
-		}
-	}
-	return found;
+	return identity_walk(slot, sk, out);
 }
 
 static __always_inline void sk_init(struct sm_sk *s,

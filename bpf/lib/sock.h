@@ -308,31 +308,29 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 	return 1;
 }
 
-/* The reverse half, for recvmsg and getpeername. */
+/* The state of a sock_addr hook's socket, if it has any. */
+static __always_inline struct sm_sk *ctx_sk_state(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	return sk ? bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0) : NULL;
+}
+
+/* The reverse half, for getpeername. */
 static __always_inline int __sock_rev(struct bpf_sock_addr *ctx,
 				      struct sm_sockaddr *sa)
 {
-	struct bpf_sock *sk = ctx->sk;
-	struct sm_sk *s;
+	struct sm_sk *s = ctx_sk_state(ctx);
 
-	if (!sk)
-		return 0;
-	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
-	if (!s || !s->n_xlate)
-		return 0;
-	return xlate_rev(s, sa);
+	return s && s->n_xlate ? xlate_rev(s, sa) : 0;
 }
 
 /* recvmsg: note the peer, then the reverse half. */
 static __always_inline int __sock_recv(struct bpf_sock_addr *ctx,
 				       struct sm_sockaddr *sa)
 {
-	struct bpf_sock *sk = ctx->sk;
-	struct sm_sk *s;
+	struct sm_sk *s = ctx_sk_state(ctx);
 
-	if (!sk)
-		return 0;
-	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
 	if (!s)
 		return 0;
 	udp_peer_seen(s, sa);
