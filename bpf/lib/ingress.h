@@ -130,6 +130,7 @@ static __always_inline struct sm_sk *listener_adopt(struct bpf_sock *sk,
 /* 0: let it in; -1: drop it. */
 static __always_inline int __ingress_check(struct __sk_buff *skb)
 {
+	struct sm_local_val *lv;
 	struct sm_svc_key skey;
 	struct sm_flow_key fk;
 	struct bpf_sock *sk;
@@ -150,19 +151,30 @@ static __always_inline int __ingress_check(struct __sk_buff *skb)
 	if (!s || s->svc == SM_SVC_WORLD)
 		return 0;
 
-	/* Step 1: a client on this node was checked when it connected. */
-	if (bpf_map_lookup_elem(&SM_MAP_LOCAL, &fk))
+	/*
+	 * Step 1: a client on this node was checked when it connected, if
+	 * its decision was about this service. One that dialled what it took
+	 * for no service (a port this service listens on but does not list
+	 * among its endpoints) is checked here like any peer, by the service
+	 * it is known to be.
+	 */
+	lv = bpf_map_lookup_elem(&SM_MAP_LOCAL, &fk);
+	if (lv && lv->dst_svc == s->svc)
 		return 0;
 
 	/*
 	 * Step 2: a rule from the peer's service on the port it reached
-	 * (for a VIP dialled elsewhere, the endpoint's port). A SYN
-	 * over loopback comes from a process of this network namespace that
-	 * our hooks did not see (outside the managed cgroup): world, whatever
-	 * address it uses.
+	 * (for a VIP dialled elsewhere, the endpoint's port). A SYN over
+	 * loopback from no known client comes from a process of this network
+	 * namespace that our hooks did not see (outside the managed cgroup):
+	 * world, whatever address it uses.
 	 */
-	peer = skb->ingress_ifindex == SM_LOOPBACK_IFINDEX ?
-		       SM_SVC_WORLD : peer_svc(slot, &fk.saddr);
+	if (lv)
+		peer = lv->svc;
+	else if (skb->ingress_ifindex == SM_LOOPBACK_IFINDEX)
+		peer = SM_SVC_WORLD;
+	else
+		peer = peer_svc(slot, &fk.saddr);
 	if (rule_find_in(slot, peer, s->svc, fk.dport, &rule))
 		return 0;
 

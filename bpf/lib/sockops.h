@@ -140,7 +140,9 @@ static __always_inline void ops_connect(struct bpf_sock_ops *skops)
 
 	if (!s || !(s->flags & SM_SK_MANAGED))
 		return;
+	__builtin_memset(&lv, 0, sizeof(lv));
 	lv.svc = s->svc;
+	lv.dst_svc = s->dst_svc;
 	lv.subset = s->subset;
 	flow_key(skops, 0, &fk);
 	bpf_map_update_elem(&SM_MAP_LOCAL, &fk, &lv, BPF_ANY);

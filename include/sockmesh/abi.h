@@ -450,7 +450,8 @@ struct sm_flow_key {
 };
 
 struct sm_local_val {
-	__u32 svc;
+	__u32 svc;		/* the client's service */
+	__u32 dst_svc;		/* the service its connect() was decided for */
 	__u8 subset;
 	__u8 pad[3];
 };
@@ -540,7 +541,7 @@ SM_ABI_ASSERT(struct sm_xlate, 40);
 SM_ABI_ASSERT(struct sm_sk, 128 + 40 * SM_SK_XLATE + 20 * SM_SK_PEERS);
 SM_ABI_ASSERT(struct sm_trace_key, 48);
 SM_ABI_ASSERT(struct sm_flow_key, 40);
-SM_ABI_ASSERT(struct sm_local_val, 8);
+SM_ABI_ASSERT(struct sm_local_val, 12);
 SM_ABI_ASSERT(struct sm_event, 184);
 
 #endif /* SOCKMESH_ABI_H */
