@@ -117,13 +117,14 @@ static __always_inline __u32 affinity_hash(__u64 caller, __u32 svc)
  * is out, the first pick stands.
  */
 static __always_inline struct sm_backend_val *
-endpoint_pick(struct sm_backend_key *key, __u32 n)
+endpoint_pick(struct sm_backend_key *key, __u32 n, int *all_out)
 {
 	struct sm_backend_val *be, *first = NULL;
 	__u16 in[SM_OUTLIER_PROBES] = {};
 	__u64 now = bpf_ktime_get_ns();
 	__u32 i, start, n_in = 0;
 
+	*all_out = 0;
 	start = bpf_get_prandom_u32() % n;
 	for (i = 0; i < SM_OUTLIER_PROBES && i < n; i++) {
 		key->idx = (start + i) % n;
@@ -139,17 +140,55 @@ endpoint_pick(struct sm_backend_key *key, __u32 n)
 			first = be;
 		}
 	}
-	if (!n_in)
+	if (!n_in) {
+		*all_out = first != NULL;
 		return first;
+	}
 
 	key->idx = in[(bpf_get_prandom_u32() % n_in) & (SM_OUTLIER_PROBES - 1)];
 	be = bpf_map_lookup_elem(&SM_MAP_BACKEND, key);
 	return be ? be : first;
 }
 
+/* The weight of one subset in a list. */
+static __always_inline __u32 subset_weight(const struct sm_svc_val *sv,
+					   __u32 list, __u32 subset)
+{
+	__u32 below = subset ? sv->cum_weight[list][(subset - 1) &
+						    (SM_MAX_SUBSETS - 1)] : 0;
+
+	return sv->cum_weight[list][subset & (SM_MAX_SUBSETS - 1)] - below;
+}
+
+/*
+ * Another subset than `out`, by the weights of the others; SM_SUBSET_NONE
+ * when no other has weight.
+ */
+static __always_inline __u32 subset_other(const struct sm_svc_val *sv,
+					  __u32 list, __u32 out)
+{
+	__u32 rest, r, i, w, acc = 0;
+
+	rest = sv->total_weight[list] - subset_weight(sv, list, out);
+	if (!rest)
+		return SM_SUBSET_NONE;
+	r = bpf_get_prandom_u32() % rest;
+	for (i = 0; i < SM_MAX_SUBSETS; i++) {
+		if (i == out)
+			continue;
+		w = subset_weight(sv, list, i);
+		acc += w;
+		if (w && r < acc)
+			return i;
+	}
+	return SM_SUBSET_NONE;
+}
+
 /*
  * Choose a subset by weight, then one of its endpoints evenly. `pick` is
- * random, or the affinity hash so one caller keeps one subset.
+ * random, or the affinity hash so one caller keeps one subset. A subset
+ * whose every endpoint is ejected hands its share to the others (one more
+ * draw); when they are all out too, the first pick stands.
  */
 static __always_inline int backend_pick(__u32 slot, __u32 svc,
 					const struct sm_svc_val *sv,
@@ -157,8 +196,9 @@ static __always_inline int backend_pick(__u32 slot, __u32 svc,
 					struct sm_decision *d)
 {
 	struct sm_backend_key key = { .svc = svc };
-	struct sm_backend_val *chosen;
-	__u32 total, r, n, i, subset = 0;
+	struct sm_backend_val *chosen = NULL, *be;
+	__u32 total, r, n, i, subset = 0, chosen_subset = 0;
+	int all_out;
 
 	if (list >= SM_LISTS)
 		return -SM_ERRNO_NO_BACKEND;
@@ -175,15 +215,35 @@ static __always_inline int backend_pick(__u32 slot, __u32 svc,
 		}
 	}
 
-	/* Step 2: an endpoint of that subset, always at random. */
-	n = sv->n_endpoints[list][subset & (SM_MAX_SUBSETS - 1)];
-	if (!n)
-		return -SM_ERRNO_NO_BACKEND;
-	key.subset = subset;
+	/*
+	 * Step 2: an endpoint of that subset, always at random. When the
+	 * whole subset is out, a second attempt draws among the others.
+	 */
 	key.slot = slot | (list << 1);
-	chosen = endpoint_pick(&key, n);
+	for (i = 0; i < 2; i++) {
+		n = sv->n_endpoints[list][subset & (SM_MAX_SUBSETS - 1)];
+		if (!n)
+			break;
+		key.subset = subset;
+		be = endpoint_pick(&key, n, &all_out);
+		if (!be)
+			break;
+		if (!chosen) {
+			chosen = be;
+			chosen_subset = subset;
+		}
+		if (!all_out) {
+			chosen = be;
+			chosen_subset = subset;
+			break;
+		}
+		subset = subset_other(sv, list, subset);
+		if (subset >= SM_MAX_SUBSETS)
+			break;
+	}
 	if (!chosen)
 		return -SM_ERRNO_NO_BACKEND;
+	subset = chosen_subset;
 
 	d->backend = chosen->sa;
 	d->subset = subset;
