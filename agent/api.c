@@ -297,7 +297,7 @@ static int h_flows(const struct sm_http_req *req, struct sm_http_resp *resp,
 	static const char *const verdicts[] = { "allowed", "denied", "audit",
 						"no_backend", "quota", NULL };
 	static const char *const events[] = { "connect", "deny", "audit", "close",
-					      NULL };
+					      "outlier", NULL };
 	struct sm_agent *a = arg;
 	struct sm_flow_query q = {
 		.trace_id = sm_http_query(req, "trace_id"),
@@ -305,10 +305,17 @@ static int h_flows(const struct sm_http_req *req, struct sm_http_resp *resp,
 		.verdict = sm_http_query(req, "verdict"),
 		.event = sm_http_query(req, "event"),
 	};
+	static const char *const params[] = { "trace_id", "service", "verdict",
+					      "event", "limit", NULL };
 	const char *limit = sm_http_query(req, "limit");
+	const char *unknown = sm_http_query_unknown(req, params);
 	char *end;
 	long v;
 
+	if (unknown)
+		return sm_http_resp_error(resp, 400, "unknown parameter '%s' "
+					  "(known: trace_id, service, verdict, "
+					  "event, limit)", unknown);
 	if (q.trace_id && !valid_trace_id(q.trace_id))
 		return sm_http_resp_error(resp, 400, "trace_id: '%s' is not 32 hex "
 					  "digits", q.trace_id);
@@ -318,7 +325,8 @@ static int h_flows(const struct sm_http_req *req, struct sm_http_resp *resp,
 					  "quota", q.verdict);
 	if (q.event && !one_of(q.event, events))
 		return sm_http_resp_error(resp, 400, "event: '%s' is not one of "
-					  "connect, deny, audit, close", q.event);
+					  "connect, deny, audit, close, outlier",
+					  q.event);
 	if (limit) {
 		v = strtol(limit, &end, 10);
 		if (*end || end == limit || v < 1 || v > 1000000)
@@ -343,7 +351,8 @@ static int h_put_policy(const struct sm_http_req *req, struct sm_http_resp *resp
 
 	if (!a->opts.allow_policy_put)
 		return sm_http_resp_error(resp, 403, "PUT /v1/policy is off; start "
-					  "the agent with --allow-policy-put");
+					  "the agent with --allow-policy-put and "
+					  "--token-file");
 	errbuf = calloc(1, 8192);
 	if (!errbuf)
 		return -ENOMEM;

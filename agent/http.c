@@ -111,6 +111,36 @@ const char *sm_http_query(const struct sm_http_req *req, const char *name)
 	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+struct unknown_arg {
+	const char *const *known;
+	const char *first;
+};
+
+static enum MHD_Result unknown_arg(void *cls, enum MHD_ValueKind kind,
+				   const char *key, const char *value)
+{
+	struct unknown_arg *u = cls;
+	const char *const *k;
+
+	(void)kind;
+	(void)value;
+	for (k = u->known; *k; k++)
+		if (!strcmp(*k, key))
+			return MHD_YES;
+	u->first = key;
+	return MHD_NO;
+}
+
+const char *sm_http_query_unknown(const struct sm_http_req *req,
+				  const char *const *known)
+{
+	struct unknown_arg u = { known, NULL };
+
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, unknown_arg,
+				  &u);
+	return u.first;
+}
+
 const char *sm_http_header(const struct sm_http_req *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
@@ -142,7 +172,10 @@ int sm_http_resp_json(struct sm_http_resp *resp, unsigned int status,
 	size_t len;
 	char *body;
 
-	s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
+	/* Unescaped slashes: cgroup paths stay readable and greppable. */
+	s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN |
+					       JSON_C_TO_STRING_NOSLASHESCAPE,
+					       &len);
 	if (!s)
 		return -ENOMEM;
 	body = malloc(len + 2);
@@ -700,7 +733,7 @@ int sm_http_start(struct sm_http **out, const struct sm_http_opts *opts,
 	}
 	info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
 	h->port = info ? info->port : 0;
-	pr_info("http: listening on %s%s (port %u)", addr, h->cert ? " with TLS" : "",
+	pr_debug("http: listening on %s%s (port %u)", addr, h->cert ? " with TLS" : "",
 		h->port);
 	*out = h;
 	return 0;

@@ -54,6 +54,12 @@ struct sm_http_req {
 
 /* A query parameter, percent-decoded; NULL when absent or given without '='. */
 const char *sm_http_query(const struct sm_http_req *req, const char *name);
+/*
+ * The first query parameter whose name is not in known (NULL-terminated),
+ * or NULL: a misspelt filter must not pass for no filter.
+ */
+const char *sm_http_query_unknown(const struct sm_http_req *req,
+				  const char *const *known);
 /* A request header, by case-insensitive name; NULL when absent. */
 const char *sm_http_header(const struct sm_http_req *req, const char *name);
 

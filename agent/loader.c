@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -523,6 +524,29 @@ static int pin_renewed(struct sm_dp *dp)
 	return err;
 }
 
+/*
+ * One agent per pin directory: a second one would rewrite the policy maps
+ * and switch the links of the one running. The lock goes with the agent's
+ * process, so an agent that was killed leaves nothing to clean up.
+ */
+static int lock_pins(struct sm_dp *dp, const char *bpffs)
+{
+	dp->lock_fd = open(bpffs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dp->lock_fd < 0)
+		return -errno;
+	if (!flock(dp->lock_fd, LOCK_EX | LOCK_NB))
+		return 0;
+	if (errno == EWOULDBLOCK)
+		pr_warn("another sockmesh-agent is running with --bpffs %s; "
+			"stop it first, or give this one a --bpffs and "
+			"--cgroup of its own\n", bpffs);
+	else
+		pr_warn("pin directory '%s': lock: %s\n", bpffs, strerror(errno));
+	close(dp->lock_fd);
+	dp->lock_fd = -1;
+	return errno == EWOULDBLOCK ? -EBUSY : -errno;
+}
+
 /* Pinned state of another schema is refused before anything changes. */
 static int check_schema(const char *bpffs)
 {
@@ -593,9 +617,12 @@ int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *o)
 
 	memset(dp, 0, sizeof(*dp));
 	dp->cgroup_fd = -1;
+	dp->lock_fd = -1;
 	snprintf(dp->bpffs, sizeof(dp->bpffs), "%s", o->bpffs);
 
 	err = sm_pins_prepare(o->bpffs);
+	if (!err)
+		err = lock_pins(dp, o->bpffs);
 	if (err)
 		return err;
 	err = check_schema(o->bpffs);
@@ -768,6 +795,10 @@ void sm_dp_close(struct sm_dp *dp)
 	if (dp->cgroup_fd >= 0)
 		close(dp->cgroup_fd);
 	dp->cgroup_fd = -1;
+	/* Closing the directory lets the next agent take the pins over. */
+	if (dp->lock_fd >= 0)
+		close(dp->lock_fd);
+	dp->lock_fd = -1;
 }
 
 int sm_dp_map_fd(struct sm_dp *dp, const char *name)

@@ -74,6 +74,7 @@ struct sm_dp {
 	struct sockmesh *skel;
 	char bpffs[256];
 	int cgroup_fd;
+	int lock_fd;		/* the pin directory, locked while we run */
 	bool adopted;		/* pinned state was found and reused */
 	bool renewed_policy;	/* the policy maps were made anew */
 	unsigned int n_hooks;

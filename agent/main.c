@@ -296,6 +296,13 @@ static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
 		sm_drain(a, a->applier.slot[a->applier.active ^ 1],
 			 a->applier.slot[a->applier.active]);
 
+	if (a->flowlog && (!a->policy || strcmp(a->policy->node, p->node)))
+		sm_flowlog_set_node(a->flowlog, p->node);
+	/* Said once per change, not on every retry. */
+	if (missing && (missing != a->missing_cgroups ||
+			strcmp(first, a->first_missing)))
+		pr_info("policy: %u service cgroup(s) do not exist yet (first: "
+			"%s); they take effect when created\n", missing, first);
 	pthread_mutex_lock(&a->lock);
 	if (a->policy != p) {
 		sm_policy_free(a->policy);
@@ -305,9 +312,6 @@ static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
 	a->missing_cgroups = missing;
 	snprintf(a->first_missing, sizeof(a->first_missing), "%s", first);
 	pthread_mutex_unlock(&a->lock);
-	if (missing)
-		pr_info("policy: %u service cgroup(s) do not exist yet (first: "
-			"%s); they take effect when created\n", missing, first);
 	return gen == a->applier.generation ? 1 : 0;
 }
 
@@ -610,19 +614,15 @@ static int start(struct sm_agent *a)
 	pthread_mutex_unlock(&a->reload_lock);
 	if (err)
 		return err;
-	err = sm_dp_attach(&a->dp);
-	if (err)
-		return err;
-	pr_info("managing cgroup %s (%s)\n", a->cg_root, a->cg_abs);
-	/* A failed count of older connections is worth no refusal to start. */
-	sm_late_scan(a);
-
+	/*
+	 * Everything that can still fail (flow log, ring buffer, HTTP) comes
+	 * before the attach: an agent that cannot run must not have replaced
+	 * the programs in force.
+	 */
 	flo.node = a->policy->node;
 	err = sm_flowlog_open(&a->flowlog, &flo);
-	if (err) {
-		pr_warn("flow log '%s': %s\n", a->opts.flow_log, strerror(-err));
+	if (err)
 		return err;
-	}
 	evo.ringbuf_fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_EVENTS));
 	evo.flowlog = a->flowlog;
 	evo.names = &a->names;
@@ -631,8 +631,18 @@ static int start(struct sm_agent *a)
 		pr_warn("ring buffer: %s\n", strerror(-err));
 		return err;
 	}
+	err = sm_api_start(a);
+	if (err)
+		return err;
+
+	err = sm_dp_attach(&a->dp);
+	if (err)
+		return err;
+	pr_info("managing cgroup %s (%s)\n", a->cg_root, a->cg_abs);
+	/* A failed count of older connections is worth no refusal to start. */
+	sm_late_scan(a);
 	sm_selfcheck(a);
-	return sm_api_start(a);
+	return 0;
 }
 
 static int watch_policy(const char *path)
@@ -736,6 +746,7 @@ int main(int argc, char **argv)
 						       SM_LOG_INFO);
 	pthread_mutex_init(&a.lock, NULL);
 	pthread_mutex_init(&a.reload_lock, NULL);
+	a.dp.cgroup_fd = a.dp.lock_fd = -1;
 	a.started = time(NULL);
 
 	/* Signals are read from a signalfd; threads must not take them. */

@@ -1538,6 +1538,23 @@ static const char *const rule_keys[] = { "from", "to", "ports", "protocol",
 					 NULL };
 KEYS_CHECK(rule_keys, RULE_N);
 
+/* A protocol a destination does not speak would make the rule allow nothing. */
+static void check_rule_protocol(struct parser *ps, const yaml_node_t *n,
+				const struct at *at, const struct sm_rule *r)
+{
+	static const char *const names[] = { "", "tcp", "udp", "tcp and udp" };
+	const struct sm_service *s;
+	size_t i;
+
+	for (i = 0; i < r->n_to; i++) {
+		s = sm_policy_service(ps->p, r->to[i]);
+		if (s && !(s->protocols & r->protocols))
+			bad(ps, n, at, "service '%s' speaks %s only: this rule "
+			    "would allow nothing there", s->name,
+			    names[s->protocols & 3]);
+	}
+}
+
 static void parse_rule(struct parser *ps, struct sm_rule *r, size_t idx,
 		       yaml_node_t *map)
 {
@@ -1562,8 +1579,10 @@ static void parse_rule(struct parser *ps, struct sm_rule *r, size_t idx,
 	at.field = "ports";
 	if (v[RULE_PORTS])
 		parse_ports(ps, v[RULE_PORTS], &at, r);
-	if (opt_enum(ps, v[RULE_PROTOCOL], &at, "protocol", proto_names, &x))
+	if (opt_enum(ps, v[RULE_PROTOCOL], &at, "protocol", proto_names, &x)) {
 		r->protocols = x + 1;
+		check_rule_protocol(ps, v[RULE_PROTOCOL], &at, r);
+	}
 }
 
 static void parse_rules(struct parser *ps, yaml_node_t *seq)
@@ -1734,8 +1753,12 @@ static void parse_node_name(struct parser *ps, const yaml_node_t *n)
 	s = get_str(ps, n, &at, "a node name");
 	if (!s)
 		return;
-	if (!*s || strlen(s) >= len)
-		bad(ps, n, &at, "a node name has 1 to %zu characters", len - 1);
+	/* It goes into every flow record: a host name's characters only. */
+	if (!*s || strlen(s) >= len ||
+	    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		      "0123456789.-_") != strlen(s))
+		bad(ps, n, &at, "a node name has 1 to %zu letters, digits, "
+		    "'.', '-' or '_'", len - 1);
 	else
 		snprintf(node, len, "%s", s);
 }

@@ -61,7 +61,8 @@ __attribute__((format(printf, 1, 2))) static void p_err(const char *fmt, ...)
 		struct json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "error", json_object_new_string(msg));
-		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							  JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(o);
 	} else {
 		fprintf(stderr, "Error: %s\n", msg);
@@ -71,7 +72,8 @@ __attribute__((format(printf, 1, 2))) static void p_err(const char *fmt, ...)
 static void print_json(struct json_object *o)
 {
 	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-						       JSON_C_TO_STRING_SPACED));
+						       JSON_C_TO_STRING_SPACED |
+						       JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
 /* A pinned map, with advice when the node has no state. */
@@ -790,7 +792,8 @@ static int flow_match(struct json_object *o, const struct flow_filter *f)
 static void flow_print(struct json_object *o)
 {
 	if (g.json) {
-		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							  JSON_C_TO_STRING_NOSLASHESCAPE));
 		return;
 	}
 	printf("%s %-7s %-6s %s -> %s %s %s -> %s %s",
@@ -851,6 +854,13 @@ static int do_flows(int argc, char **argv)
 	if (argc) {
 		p_err("usage: sockmesh flows [--follow] [--trace ID] "
 		      "[--service NAME] [--verdict V]");
+		return -EINVAL;
+	}
+	if (f.verdict && strcmp(f.verdict, "allowed") &&
+	    strcmp(f.verdict, "denied") && strcmp(f.verdict, "audit") &&
+	    strcmp(f.verdict, "no_backend") && strcmp(f.verdict, "quota")) {
+		p_err("--verdict: '%s' is not one of allowed, denied, audit, "
+		      "no_backend, quota", f.verdict);
 		return -EINVAL;
 	}
 	if (f.trace && (strlen(f.trace) != 32 ||

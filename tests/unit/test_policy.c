@@ -397,7 +397,7 @@ static void test_rules_good(void **state)
 		"apiVersion: sockmesh/v1\n"
 		"services:\n"
 		"  reviews: {cgroups: [/r]}\n"
-		"  ratings: {cgroups: [/q]}\n"
+		"  ratings: {cgroups: [/q], protocol: both}\n"
 		"rules:\n"
 		"  - {from: world, to: [reviews, ratings], ports: [80, \"8000-8002\", 443]}\n"
 		"  - {from: reviews, to: ratings, protocol: udp}\n"
@@ -826,7 +826,7 @@ static void test_rules_errors(void **state)
 		"apiVersion: sockmesh/v1\n"
 		"services:\n"
 		"  reviews: {cgroups: [/r]}\n"
-		"  ratings: {cgroups: [/q]}\n"
+		"  ratings: {cgroups: [/q], protocol: both}\n"
 		"rules:\n"
 		"  - {from: world, to: [reviews, ratings], ports: [80]}\n"
 		"  - {from: [reviews], to: world}\n"
@@ -839,7 +839,8 @@ static void test_rules_errors(void **state)
 		"  - {from: reviews, to: ratings, protocol: sctp}\n"
 		"  - {from: reviews, to: {ratings: 1}, ports: 80}\n"
 		"  - ~\n"
-		"  - {from: reviews, to: ratings, ports: []}\n";
+		"  - {from: reviews, to: ratings, ports: []}\n"
+		"  - {from: ratings, to: [ratings, reviews], protocol: udp}\n";
 
 	(void)state;
 	check_errors(yaml,
@@ -864,7 +865,10 @@ static void test_rules_errors(void **state)
 			    "expected a list of ports, got '80'" } },
 		{ 16, 5, { "rule 10 has no 'from'" } },
 		{ 16, 5, { "rule 10 has no 'to'" } },
-		{ 17, 41, { "field 'ports' in rule 11", "the list is empty" } });
+		{ 17, 41, { "field 'ports' in rule 11", "the list is empty" } },
+		{ 18, 55, { "field 'protocol' in rule 12",
+			    "service 'reviews' speaks tcp only: this rule "
+			    "would allow nothing there" } });
 }
 
 static void test_no_hint_when_far(void **state)
