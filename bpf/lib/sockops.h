@@ -332,19 +332,22 @@ static __always_inline void ops_active_established(struct bpf_sock_ops *skops)
 }
 
 /*
- * A peer from elsewhere that no rule lets reach this service came in
- * because the service is in audit mode: ingress.h recorded and counted
- * its SYN as an audit already.
+ * What let an accepted connection in, for its records: a rule (its index
+ * goes in the record), else, for a peer on another node, audit mode (the
+ * way in counted it as an audit already): returns 1 then. A client on
+ * this node that no rule names was let through by its own decision.
  */
-static __always_inline int ops_peer_audited(__u32 slot, __u32 peer,
-					    __u32 svc, __be16 port)
+static __always_inline int ops_peer_rule(__u32 slot, __u32 peer,
+					 struct sm_sk *s, __be16 port)
 {
-	struct sm_svc_key key = { .svc = svc, .slot = slot };
+	struct sm_svc_key key = { .svc = s->svc, .slot = slot };
 	struct sm_svc_val *sv;
-	__u32 rule;
 
-	if (rule_find_in(slot, peer, svc, port, &rule))
+	if (rule_find_in(slot, peer, s->svc, port, &s->rule)) {
+		s->reason = SM_WHY_RULE;
 		return 0;
+	}
+	s->rule = SM_RULE_NONE;
 	sv = bpf_map_lookup_elem(&SM_MAP_SVC, &key);
 	return sv && sv->mode == SM_MODE_AUDIT;
 }
@@ -359,6 +362,7 @@ static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 	__u32 slot;
 
 	__sync_fetch_and_and(&s->flags, ~SM_SK_TRACE_WAIT);
+	slot = active_slot();
 
 	/* A client on this node named itself; else go by its address. */
 	flow_key(skops, 1, &fk);
@@ -367,6 +371,7 @@ static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 		s->dst_svc = lv->svc;
 		s->dst_subset = lv->subset;
 		__sync_fetch_and_or(&s->flags, SM_SK_LOCAL_PEER);
+		ops_peer_rule(slot, s->dst_svc, s, fk.dport);
 	} else {
 		/*
 		 * A client that comes from the very address it dials is a
@@ -374,7 +379,6 @@ static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 		 * ingress.h decided, not the service that owns the address.
 		 */
 		ctx_ops_remote(skops, &r);
-		slot = active_slot();
 		if (fk.saddr.a[0] == fk.daddr.a[0] &&
 		    fk.saddr.a[1] == fk.daddr.a[1] &&
 		    fk.saddr.a[2] == fk.daddr.a[2] &&
@@ -383,7 +387,7 @@ static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 		else
 			s->dst_svc = peer_svc(slot, &r.addr);
 		s->dst_subset = SM_SUBSET_NONE;
-		if (ops_peer_audited(slot, s->dst_svc, s->svc, fk.dport)) {
+		if (ops_peer_rule(slot, s->dst_svc, s, fk.dport)) {
 			s->verdict = SM_V_AUDIT;
 			s->reason = SM_WHY_NO_RULE;
 		} else {

@@ -71,9 +71,10 @@ sb_assert_json "client connect record" \
 	 .proto == \"tcp\" and .verdict == \"allowed\" and .reason == \"rule\" and
 	 .rule == 0 and .pid == $pid and .comm == \"smtest\" and
 	 .cgroup == \"$SB_CGROOT/frontend\" and .node == \"node-a\"" "$c_conn"
-sb_assert_json "server connect record" \
+sb_assert_json "server connect record, naming the rule that let it in" \
 	".src == \"frontend\" and .dst == \"reviews\" and .subset == \"$tag\" and
 	 .dst_addr == \"$backend\" and .verdict == \"allowed\" and
+	 .reason == \"rule\" and .rule == 0 and
 	 .comm == \"smtest\" and .cgroup == \"$SB_CGROOT/reviews-$tag\"" "$s_conn"
 sb_assert_json "both ends name the same client address" \
 	'.[0].src_addr == .[1].src_addr and .[0].src_addr != ""' \
