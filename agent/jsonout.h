@@ -12,7 +12,6 @@ const char *sm_verdict_name(unsigned int v);
 const char *sm_reason_name(unsigned int r);
 const char *sm_event_name(unsigned int type);
 const char *sm_stat_name(unsigned int s);
-#define sm_json_verdict sm_verdict_name
 
 /* {"file":..,"line":..,"column":..,"message":..} */
 struct json_object *sm_json_diag(const struct sm_diags *d,

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -892,27 +893,21 @@ static int do_flows(int argc, char **argv)
 
 /* ---- explain ---- */
 
-static int do_explain(int argc, char **argv)
+/* A duplicate of fd FD of process PID, or -errno. */
+static int steal_fd(const char *pid_s, const char *fd_s)
 {
-	struct sm_names names;
-	struct sm_sk s;
-	char *end, hex[33], buf[80], sub[SM_NAME_LEN], name[SM_NAME_LEN];
 	long pid, fdnum;
-	int pidfd, sfd, mfd, err;
-	struct json_object *o;
+	int pidfd, sfd;
+	char *end;
 
-	if (argc != 2) {
-		p_err("usage: sockmesh explain PID FD");
-		return -EINVAL;
-	}
-	pid = strtol(argv[0], &end, 10);
+	pid = strtol(pid_s, &end, 10);
 	if (*end || pid <= 0) {
-		p_err("PID: '%s' is not a process id", argv[0]);
+		p_err("PID: '%s' is not a process id", pid_s);
 		return -EINVAL;
 	}
-	fdnum = strtol(argv[1], &end, 10);
-	if (*end || fdnum < 0) {
-		p_err("FD: '%s' is not a file descriptor number", argv[1]);
+	fdnum = strtol(fd_s, &end, 10);
+	if (*end || fdnum < 0 || fdnum > INT_MAX) {
+		p_err("FD: '%s' is not a file descriptor number", fd_s);
 		return -EINVAL;
 	}
 	pidfd = syscall(SYS_pidfd_open, (pid_t)pid, 0);
@@ -921,62 +916,167 @@ static int do_explain(int argc, char **argv)
 		return -errno;
 	}
 	sfd = syscall(SYS_pidfd_getfd, pidfd, (int)fdnum, 0);
-	close(pidfd);
-	if (sfd < 0) {
+	if (sfd < 0)
 		p_err("fd %ld of process %ld: %s", fdnum, pid, strerror(errno));
-		return -errno;
-	}
-	mfd = open_map(SM_STR(SM_MAP_SK));
-	if (mfd < 0) {
-		close(sfd);
-		return mfd;
-	}
-	/* Socket storage is looked up with the socket's own fd as the key. */
-	err = bpf_map_lookup_elem(mfd, &sfd, &s) ? -errno : 0;
-	close(mfd);
-	close(sfd);
-	if (err) {
-		p_err("fd %ld of process %ld: %s", fdnum, pid,
-		      err == -ENOENT ? "sockmesh knows nothing of this socket "
-				       "(not a socket of a managed cgroup, or "
-				       "never used)" : strerror(-err));
-		return err;
-	}
-	err = load_names(&names);
-	if (err)
-		return err;
+	close(pidfd);
+	return sfd < 0 ? -errno : sfd;
+}
 
-	o = json_object_new_object();
-	sm_names_get(&names, s.svc, name, sizeof(name));
-	json_object_object_add(o, "service", json_object_new_string(name));
-	sm_names_get_subset(&names, s.svc, s.subset, sub, sizeof(sub));
-	json_object_object_add(o, "subset", sub[0] ? json_object_new_string(sub) : NULL);
+/* One of the socket's own addresses ("" when it has none). */
+static struct json_object *sock_addr_json(int fd, int peer)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	struct sm_sockaddr sa = {};
+	char buf[80];
+
+	if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &len) :
+		    getsockname(fd, (struct sockaddr *)&ss, &len)))
+		return NULL;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)&ss;
+
+		sa.addr.a[2] = htonl(0xffff);
+		sa.addr.a[3] = in->sin_addr.s_addr;
+		sa.port = in->sin_port;
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)&ss;
+
+		memcpy(&sa.addr, &in6->sin6_addr, sizeof(sa.addr));
+		sa.port = in6->sin6_port;
+	} else {
+		return NULL;
+	}
+	sm_sockaddr_str(&sa, buf, sizeof(buf));
+	return json_object_new_string(buf);
+}
+
+static const char *sock_role(int fd, const struct sm_sk *s)
+{
+	int listening = 0;
+	socklen_t len = sizeof(listening);
+
+	if (!getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) &&
+	    listening)
+		return "listener";
+	return s->flags & SM_SK_PASSIVE ? "server" : "client";
+}
+
+static struct json_object *flags_json(__u32 flags)
+{
+	static const char *const names[] = {
+		"managed", "trace_pending", "trace_acked", "passive",
+		"trace_wait", "quota_held", "established", "closed", "late",
+		"listener", "local_peer", "no_space", "fin_in", "fin_acked",
+		"trace_counted",
+	};
+	struct json_object *arr = json_object_new_array();
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (flags & (1U << i))
+			json_object_array_add(arr, json_object_new_string(names[i]));
+	return arr;
+}
+
+static void add_name(struct json_object *o, const char *key,
+		     struct sm_names *n, uint32_t svc, uint8_t subset, int of_subset)
+{
+	char buf[SM_NAME_LEN];
+
+	if (of_subset)
+		sm_names_get_subset(n, svc, subset, buf, sizeof(buf));
+	else
+		sm_names_get(n, svc, buf, sizeof(buf));
+	json_object_object_add(o, key, buf[0] ? json_object_new_string(buf) : NULL);
+}
+
+/* What the socket state says, in the words a user reads. */
+static struct json_object *explain_json(int fd, const struct sm_sk *s,
+					struct sm_names *n)
+{
+	struct json_object *o = json_object_new_object();
+	const char *role = sock_role(fd, s);
+	char hex[SOCKMESH_TRACE_HEX_LEN], buf[80];
+
+	add_name(o, "service", n, s->svc, s->subset, 0);
+	add_name(o, "subset", n, s->svc, s->subset, 1);
+	json_object_object_add(o, "role", json_object_new_string(role));
 	json_object_object_add(o, "protocol", json_object_new_string(
-				       s.proto == IPPROTO_UDP ? "udp" : "tcp"));
-	json_object_object_add(o, "side", json_object_new_string(
-				       s.flags & SM_SK_PASSIVE ? "server" : "client"));
-	sm_names_get(&names, s.dst_svc, name, sizeof(name));
-	json_object_object_add(o, s.flags & SM_SK_PASSIVE ? "peer_service" :
-							   "dst_service",
-			       json_object_new_string(name));
-	sm_names_get_subset(&names, s.dst_svc, s.dst_subset, sub, sizeof(sub));
-	json_object_object_add(o, "dst_subset", sub[0] ? json_object_new_string(sub) : NULL);
-	sm_sockaddr_str(&s.orig, buf, sizeof(buf));
-	json_object_object_add(o, "orig_dst", json_object_new_string(buf));
-	sm_sockaddr_str(&s.dst, buf, sizeof(buf));
-	json_object_object_add(o, "dst_addr", json_object_new_string(buf));
-	json_object_object_add(o, "verdict", json_object_new_string(
-				       s.verdict < SM_V_MAX ? sm_json_verdict(s.verdict) :
-							      "unknown"));
-	json_object_object_add(o, "rule", s.rule == SM_RULE_NONE ? NULL :
-				       json_object_new_int64(s.rule));
-	sockmesh_trace_id_hex(s.trace_id, hex);
-	json_object_object_add(o, "trace_id", json_object_new_string(hex));
-	json_object_object_add(o, "pid", json_object_new_int64(s.pid));
+				       s->proto == IPPROTO_UDP ? "udp" : "tcp"));
+	json_object_object_add(o, "local", sock_addr_json(fd, 0));
+	/* What the application sees: a VIP it dialled, not the backend. */
+	json_object_object_add(o, "peer", sock_addr_json(fd, 1));
+	if (!strcmp(role, "server")) {
+		add_name(o, "peer_service", n, s->dst_svc, s->dst_subset, 0);
+		add_name(o, "peer_subset", n, s->dst_svc, s->dst_subset, 1);
+	} else if (!strcmp(role, "client") && (s->flags & SM_SK_MANAGED)) {
+		add_name(o, "dst_service", n, s->dst_svc, s->dst_subset, 0);
+		add_name(o, "dst_subset", n, s->dst_svc, s->dst_subset, 1);
+		sm_sockaddr_str(&s->orig, buf, sizeof(buf));
+		json_object_object_add(o, "orig_dst", json_object_new_string(buf));
+		sm_sockaddr_str(&s->dst, buf, sizeof(buf));
+		json_object_object_add(o, "dst_addr", json_object_new_string(buf));
+	}
+	if (strcmp(role, "listener")) {
+		json_object_object_add(o, "verdict", json_object_new_string(
+					       sm_verdict_name(s->verdict)));
+		json_object_object_add(o, "reason", json_object_new_string(
+					       sm_reason_name(s->reason)));
+		json_object_object_add(o, "rule", s->rule == SM_RULE_NONE ? NULL :
+					       json_object_new_int64(s->rule));
+	}
+	sockmesh_trace_id_hex(s->trace_id, hex);
+	json_object_object_add(o, "trace_id", strspn(hex, "0") == 32 ? NULL :
+				       json_object_new_string(hex));
+	json_object_object_add(o, "pid", json_object_new_int64(s->pid));
 	json_object_object_add(o, "comm", json_object_new_string_len(
-				       s.comm, strnlen(s.comm, sizeof(s.comm))));
-	json_object_object_add(o, "flags", json_object_new_int64(s.flags));
-	print_json(o);
+				       s->comm, strnlen(s->comm, sizeof(s->comm))));
+	json_object_object_add(o, "flags", flags_json(s->flags));
+	return o;
+}
+
+static int do_explain(int argc, char **argv)
+{
+	struct json_object_iter it;
+	struct json_object *o;
+	struct sm_names names;
+	struct sm_sk s;
+	int sfd, mfd, err;
+
+	if (argc != 2) {
+		p_err("usage: sockmesh explain PID FD");
+		return -EINVAL;
+	}
+	sfd = steal_fd(argv[0], argv[1]);
+	if (sfd < 0)
+		return sfd;
+	mfd = open_map(SM_STR(SM_MAP_SK));
+	/* Socket storage is looked up with the socket's own fd as the key. */
+	err = mfd < 0 ? mfd : bpf_map_lookup_elem(mfd, &sfd, &s) ? -errno : 0;
+	if (mfd >= 0)
+		close(mfd);
+	if (err == -ENOENT)
+		p_err("fd %s of process %s: sockmesh knows nothing of this "
+		      "socket (not made in a managed cgroup, or never used)",
+		      argv[1], argv[0]);
+	else if (err && mfd >= 0)
+		p_err("fd %s of process %s: %s", argv[1], argv[0], strerror(-err));
+	if (!err)
+		err = load_names(&names);
+	if (err) {
+		close(sfd);
+		return err;
+	}
+	o = explain_json(sfd, &s, &names);
+	close(sfd);
+	if (g.json) {
+		print_json(o);
+	} else {
+		json_object_object_foreachC(o, it)
+			printf("%-13s %s\n", it.key, it.val ?
+			       json_object_get_string(it.val) : "-");
+	}
 	json_object_put(o);
 	sm_names_free(&names);
 	return 0;
