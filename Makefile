@@ -68,12 +68,14 @@ help:
 	@echo '  demo           a sandboxed mesh with real traffic; needs root'
 	@echo '  bench          connect-rate ratios and per-program ns/run; root'
 	@echo '  install        agent, CLI, header, systemd unit under PREFIX'
+	@echo '  uninstall      remove what install put there'
 	@echo '  check          clang-format and clang --analyze'
 	@echo '  clean          remove $(OUTPUT)/'
 	@echo 'Variables:'
 	@echo '  V=1            print full commands'
 	@echo '  OUTPUT=dir     build directory (default build)'
 	@echo '  PREFIX=dir     install prefix (default /usr/local)'
+	@echo '  DESTDIR=dir    install into a staging root'
 	@echo '  TESTS=pattern  run only tests whose name matches (make test)'
 
 # Packages come from the project's own list; only missing ones are

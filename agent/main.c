@@ -511,6 +511,8 @@ static void retry_missing(struct sm_agent *a)
 
 static int setup_paths(struct sm_agent *a)
 {
+	char cg[PATH_MAX];
+	size_t n;
 	int err;
 
 	err = sm_cgroup_mount(a->cg_mount, sizeof(a->cg_mount));
@@ -519,8 +521,11 @@ static int setup_paths(struct sm_agent *a)
 			"(/proc/self/mountinfo)\n");
 		return err;
 	}
-	err = sm_cgroup_abs(a->cg_mount, a->opts.cgroup, a->cg_abs,
-			    sizeof(a->cg_abs));
+	/* "/demo/" is "/demo": a trailing slash is how shells complete. */
+	snprintf(cg, sizeof(cg), "%s", a->opts.cgroup);
+	for (n = strlen(cg); n > 1 && cg[n - 1] == '/'; n--)
+		cg[n - 1] = '\0';
+	err = sm_cgroup_abs(a->cg_mount, cg, a->cg_abs, sizeof(a->cg_abs));
 	if (err) {
 		pr_warn("--cgroup '%s': not a clean path under the cgroup2 "
 			"mount %s\n", a->opts.cgroup, a->cg_mount);
@@ -720,8 +725,12 @@ static int loop(struct sm_agent *a)
 			sm_selfcheck(a);
 		}
 	}
-	pr_info("stopping; programs stay attached and pinned under %s "
-		"(remove with 'sockmesh uninstall')\n", a->opts.bpffs);
+	if (a->all_attached)
+		pr_info("stopping; programs stay attached and pinned under %s "
+			"(remove with 'sockmesh uninstall')\n", a->opts.bpffs);
+	else
+		pr_warn("stopping; not every program is attached (see "
+			"'sockmesh status --bpffs %s')\n", a->opts.bpffs);
 	sd_notify(0, "STOPPING=1");
 	close(pfd[0].fd);
 	close(pfd[1].fd);

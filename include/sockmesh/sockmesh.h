@@ -6,15 +6,18 @@
  * connection's trace id, the same on the client and on the server:
  *
  *	unsigned char id[SOCKMESH_TRACE_ID_LEN];
+ *	char hex[SOCKMESH_TRACE_HEX_LEN];
  *	socklen_t len = sizeof(id);
  *
  *	if (getsockopt(fd, SOL_SOCKMESH, SOCKMESH_TRACE_ID, id, &len) == 0)
  *		sockmesh_trace_id_hex(id, hex);
  *
- * Without sockmesh on the node the call fails as an unknown socket level
- * does (EOPNOTSUPP or ENOPROTOOPT, depending on the protocol). With
- * sockmesh, a socket that has no trace id (not connected through a managed
- * cgroup, or opened before the agent started) fails with ENOENT.
+ * A socket that sockmesh's programs never see (no sockmesh on the node, or
+ * a socket made outside the cgroup subtree the agent manages) fails as an
+ * unknown socket level does: EOPNOTSUPP or ENOPROTOOPT, depending on the
+ * protocol. A socket sockmesh sees that has no trace id (not a TCP
+ * connection, opened before the agent started, or the id is still on its
+ * way) fails with ENOENT.
  */
 #ifndef SOCKMESH_SOCKMESH_H
 #define SOCKMESH_SOCKMESH_H
