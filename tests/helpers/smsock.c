@@ -39,11 +39,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "helpers.h"
+
 #define DEFAULT_TIMEOUT_MS	2000
 #define GO_WAIT_MS		60000
 #define PAYLOAD			"hello from smsock\n"
-
-enum family { FAM_AUTO, FAM_4, FAM_6, FAM_MAPPED };
 
 struct opts {
 	const char *unix_path;
@@ -64,26 +64,12 @@ struct outcome {
 	long bytes;
 };
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void outcome_print(const struct outcome *o)
 {
-	const char *name = o->err ? strerrorname_np(o->err) : "ok";
-	char nbuf[16];
 	size_t i;
 
-	if (!name) {
-		snprintf(nbuf, sizeof(nbuf), "E%d", o->err);
-		name = nbuf;
-	}
-	printf("{\"result\": \"%s\", \"step\": \"%s\", \"reply\": \"", name,
-	       o->err ? o->step : "");
+	printf("{\"result\": \"%s\", \"step\": \"%s\", \"reply\": \"",
+	       o->err ? errno_name(o->err) : "ok", o->err ? o->step : "");
 	/* Tags are plain words; anything else is left out, not escaped. */
 	for (i = 0; o->reply[i]; i++)
 		if (o->reply[i] >= 0x20 && o->reply[i] != '"' &&
@@ -94,85 +80,15 @@ static void outcome_print(const struct outcome *o)
 	fflush(stdout);
 }
 
-/* "ip:port" or "[ip6]:port"; --family mapped turns IPv4 into ::ffff:v4. */
-static int addr_parse(const char *str, enum family fam,
-		      struct sockaddr_storage *ss, socklen_t *len)
-{
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-	char host[INET6_ADDRSTRLEN];
-	const char *colon, *start = str;
-	char *end;
-	size_t n;
-	long port;
-
-	memset(ss, 0, sizeof(*ss));
-	if (*str == '[') {
-		colon = strchr(str, ']');
-		if (!colon || colon[1] != ':')
-			return -EINVAL;
-		start = str + 1;
-		n = colon - start;
-		colon++;
-	} else {
-		colon = strrchr(str, ':');
-		if (!colon)
-			return -EINVAL;
-		n = colon - str;
-	}
-	if (!n || n >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, start, n);
-	host[n] = '\0';
-	port = strtol(colon + 1, &end, 10);
-	if (*end || end == colon + 1 || port < 0 || port > 65535)
-		return -EINVAL;
-
-	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1 && fam != FAM_MAPPED) {
-		if (fam == FAM_6)
-			return -EAFNOSUPPORT;
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(port);
-		*len = sizeof(*s4);
-		return 0;
-	}
-	if (fam == FAM_MAPPED) {
-		struct in_addr v4;
-
-		if (inet_pton(AF_INET, host, &v4) != 1)
-			return -EAFNOSUPPORT;
-		memset(s6, 0, sizeof(*s6));
-		s6->sin6_addr.s6_addr[10] = 0xff;
-		s6->sin6_addr.s6_addr[11] = 0xff;
-		memcpy(&s6->sin6_addr.s6_addr[12], &v4, 4);
-	} else if (fam == FAM_4 ||
-		   inet_pton(AF_INET6, host, &s6->sin6_addr) != 1) {
-		return -EAFNOSUPPORT;
-	}
-	s6->sin6_family = AF_INET6;
-	s6->sin6_port = htons(port);
-	*len = sizeof(*s6);
-	return 0;
-}
-
 static int sock_make(const struct opts *o, int family)
 {
 	int fd = socket(family, (o->udp ? SOCK_DGRAM : SOCK_STREAM) |
 				SOCK_CLOEXEC, 0);
-	struct timeval tv = { .tv_sec = o->timeout_ms / 1000,
-			      .tv_usec = (o->timeout_ms % 1000) * 1000 };
 
 	if (fd < 0)
 		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	sock_timeouts(fd, o->timeout_ms);
 	return fd;
-}
-
-/* Our own timeout ran out: a blocking call says EINPROGRESS or EAGAIN. */
-static int timeout_errno(int err)
-{
-	return err == EINPROGRESS || err == EAGAIN ? ETIMEDOUT : err;
 }
 
 static void reply_read(int fd, int udp, struct outcome *out)
@@ -211,20 +127,19 @@ static void reply_read(int fd, int udp, struct outcome *out)
 /* Connect (or not), send one line, read the reply. */
 static void sock_use(int fd, const struct opts *o, struct outcome *out)
 {
-	struct sockaddr_storage to;
-	socklen_t tolen;
+	struct addr to;
 	ssize_t n;
 
 	memset(out, 0, sizeof(*out));
 	out->step = "address";
-	if (addr_parse(o->to, o->fam, &to, &tolen)) {
+	if (addr_parse(o->to, o->fam, &to)) {
 		out->err = EINVAL;
 		return;
 	}
 
 	if (!o->udp || !o->unconnected) {
 		out->step = "connect";
-		if (connect(fd, (struct sockaddr *)&to, tolen) < 0) {
+		if (connect(fd, (struct sockaddr *)&to.ss, to.len) < 0) {
 			out->err = timeout_errno(errno);
 			return;
 		}
@@ -233,7 +148,7 @@ static void sock_use(int fd, const struct opts *o, struct outcome *out)
 	out->step = "send";
 	if (o->udp && o->unconnected)
 		n = sendto(fd, PAYLOAD, strlen(PAYLOAD), MSG_NOSIGNAL,
-			   (struct sockaddr *)&to, tolen);
+			   (struct sockaddr *)&to.ss, to.len);
 	else
 		n = send(fd, PAYLOAD, strlen(PAYLOAD), MSG_NOSIGNAL);
 	if (n < 0) {
@@ -248,12 +163,11 @@ static void sock_use(int fd, const struct opts *o, struct outcome *out)
 /* The address family a socket for o->to needs. */
 static int to_family(const struct opts *o)
 {
-	struct sockaddr_storage ss;
-	socklen_t len;
+	struct addr a;
 
-	if (addr_parse(o->to, o->fam, &ss, &len))
+	if (addr_parse(o->to, o->fam, &a))
 		return -EINVAL;
-	return ss.ss_family;
+	return a.ss.ss_family;
 }
 
 static int unix_addr(const char *path, struct sockaddr_un *sun)
@@ -433,32 +347,24 @@ static int cmd_noaddr(const struct opts *o)
 /* again: a second connect() on a TCP socket. */
 static int cmd_again(const struct opts *o)
 {
-	const char *name;
 	struct outcome out;
-	struct sockaddr_storage to;
-	socklen_t tolen;
-	char nbuf[16];
+	struct addr to;
 	int fd, err = 0;
 
-	if (addr_parse(o->to, o->fam, &to, &tolen))
+	if (addr_parse(o->to, o->fam, &to))
 		return 2;
-	fd = sock_make(o, to.ss_family);
+	fd = sock_make(o, to.ss.ss_family);
 	if (fd < 0) {
 		perror("smsock again: socket");
 		return 1;
 	}
 	memset(&out, 0, sizeof(out));
 	out.step = "connect";
-	if (connect(fd, (struct sockaddr *)&to, tolen) < 0)
+	if (connect(fd, (struct sockaddr *)&to.ss, to.len) < 0)
 		out.err = timeout_errno(errno);
-	if (connect(fd, (struct sockaddr *)&to, tolen) < 0)
+	if (connect(fd, (struct sockaddr *)&to.ss, to.len) < 0)
 		err = errno;
-	name = err ? strerrorname_np(err) : "ok";
-	if (!name) {
-		snprintf(nbuf, sizeof(nbuf), "E%d", err);
-		name = nbuf;
-	}
-	printf("{\"again\": \"%s\"}\n", name);
+	printf("{\"again\": \"%s\"}\n", err ? errno_name(err) : "ok");
 	outcome_print(&out);
 	close(fd);
 	return 0;
@@ -491,7 +397,6 @@ static int opts_parse(int argc, char **argv, struct opts *o)
 		{ "timeout-ms", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char *end;
 	int opt;
 
 	o->timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -507,13 +412,7 @@ static int opts_parse(int argc, char **argv, struct opts *o)
 			o->go = optarg;
 			break;
 		case 'f':
-			if (!strcmp(optarg, "4"))
-				o->fam = FAM_4;
-			else if (!strcmp(optarg, "6"))
-				o->fam = FAM_6;
-			else if (!strcmp(optarg, "mapped"))
-				o->fam = FAM_MAPPED;
-			else
+			if (family_parse(optarg, &o->fam))
 				return -EINVAL;
 			break;
 		case 'u':
@@ -526,8 +425,7 @@ static int opts_parse(int argc, char **argv, struct opts *o)
 			o->use_sendmsg = 1;
 			break;
 		case 'T':
-			o->timeout_ms = strtol(optarg, &end, 10);
-			if (*end || o->timeout_ms < 1 || o->timeout_ms > 600000)
+			if (parse_long(optarg, 1, 600000, &o->timeout_ms))
 				return -EINVAL;
 			break;
 		default:

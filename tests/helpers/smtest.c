@@ -32,89 +32,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "sockmesh/sockmesh.h"
+#include "helpers.h"
 
 #define DEFAULT_TIMEOUT_MS	2000
 #define DEFAULT_SERVE_S		60
 #define DEFAULT_HOLD_MAX_S	300
 #define MAX_TRACE_IDS		100
-#define ADDR_STRLEN		(INET6_ADDRSTRLEN + 8)
 #define KEY_LEN			64
 #define REPLY_LEN		256
 #define DEFAULT_PAYLOAD		"hello from smtest\n"
 
-/* Set by SIGTERM/SIGINT/SIGHUP: stop serving, or release held sockets. */
-static volatile sig_atomic_t g_stop;
-
 /* --- small utilities --- */
-
-static long long now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* "EPERM" for EPERM; numbers glibc cannot name come out as "E<n>". */
-static const char *errno_name(int err, char *buf, size_t len)
-{
-	const char *name = strerrorname_np(err);
-
-	if (name)
-		return name;
-	snprintf(buf, len, "E%d", err);
-	return buf;
-}
-
-static void on_stop_signal(int sig)
-{
-	(void)sig;
-	g_stop = 1;
-}
-
-/* No SA_RESTART: a signal must wake poll() and epoll_wait() at once. */
-static void stop_signals_install(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-}
-
-/* Thousands of held sockets need more than the usual 1024 descriptors. */
-static void nofile_raise(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
-static int parse_long(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
 
 /* Write a JSON string literal, escaping what JSON requires. */
 static void json_str(FILE *f, const char *s)
@@ -133,142 +66,7 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-/* --- addresses --- */
-
-enum family { FAM_AUTO, FAM_4, FAM_6, FAM_MAPPED };
-
-struct addr {
-	struct sockaddr_storage ss;
-	socklen_t len;
-};
-
-static int family_parse(const char *s, enum family *fam)
-{
-	if (!strcmp(s, "4"))
-		*fam = FAM_4;
-	else if (!strcmp(s, "6"))
-		*fam = FAM_6;
-	else if (!strcmp(s, "mapped"))
-		*fam = FAM_MAPPED;
-	else
-		return -EINVAL;
-	return 0;
-}
-
-/* Split "ip:port" or "[ip6]:port" into host and port. */
-static int addr_split(const char *str, char *host, size_t hlen, long *port)
-{
-	const char *sep, *start = str;
-	size_t n;
-
-	if (*str == '[') {
-		sep = strchr(str, ']');
-		if (!sep || sep[1] != ':')
-			return -EINVAL;
-		start = str + 1;
-		n = sep - start;
-		sep++;
-	} else {
-		sep = strrchr(str, ':');
-		if (!sep)
-			return -EINVAL;
-		n = sep - str;
-	}
-	if (n == 0 || n >= hlen)
-		return -EINVAL;
-	memcpy(host, start, n);
-	host[n] = '\0';
-	return parse_long(sep + 1, 0, 65535, port);
-}
-
-/*
- * Parse ADDR:PORT for the family asked for. FAM_MAPPED turns an IPv4
- * address into ::ffff:a.b.c.d on an AF_INET6 socket, the form a dual-stack
- * application uses to reach an IPv4 peer.
- */
-static int addr_parse(const char *str, enum family fam, struct addr *a)
-{
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->ss;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&a->ss;
-	char host[INET6_ADDRSTRLEN];
-	struct in_addr v4;
-	long port;
-
-	memset(a, 0, sizeof(*a));
-	if (addr_split(str, host, sizeof(host), &port))
-		return -EINVAL;
-
-	if (inet_pton(AF_INET, host, &v4) == 1) {
-		if (fam == FAM_6)
-			return -EAFNOSUPPORT;
-		if (fam == FAM_MAPPED) {
-			s6->sin6_family = AF_INET6;
-			s6->sin6_port = htons(port);
-			s6->sin6_addr.s6_addr[10] = 0xff;
-			s6->sin6_addr.s6_addr[11] = 0xff;
-			memcpy(&s6->sin6_addr.s6_addr[12], &v4, 4);
-			a->len = sizeof(*s6);
-			return 0;
-		}
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(port);
-		s4->sin_addr = v4;
-		a->len = sizeof(*s4);
-		return 0;
-	}
-
-	if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
-		return -EINVAL;
-	if (fam == FAM_4 ||
-	    (fam == FAM_MAPPED && !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)))
-		return -EAFNOSUPPORT;
-	s6->sin6_family = AF_INET6;
-	s6->sin6_port = htons(port);
-	a->len = sizeof(*s6);
-	return 0;
-}
-
-/* "198.18.1.1:80", "[fd00::1]:80", "[::ffff:198.18.1.1]:80". */
-static void addr_format(const struct sockaddr *sa, char *buf, size_t len)
-{
-	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-	const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-	char ip[INET6_ADDRSTRLEN];
-
-	if (sa->sa_family == AF_INET) {
-		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-		snprintf(buf, len, "%s:%u", ip, ntohs(s4->sin_port));
-	} else if (sa->sa_family == AF_INET6) {
-		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-		snprintf(buf, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
-	} else {
-		snprintf(buf, len, "unknown");
-	}
-}
-
-/* --- shared socket helpers --- */
-
-static int sock_timeouts(int fd, int ms)
-{
-	struct timeval tv = { .tv_sec = ms / 1000,
-			      .tv_usec = (ms % 1000) * 1000 };
-
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
-	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)))
-		return -errno;
-	return 0;
-}
-
-/*
- * A blocking call that ran into SO_SNDTIMEO/SO_RCVTIMEO says EINPROGRESS
- * (connect) or EAGAIN (send, recv); both mean our own timeout expired.
- */
-static int timeout_errno(int err)
-{
-	if (err == EINPROGRESS || err == EAGAIN || err == EWOULDBLOCK)
-		return ETIMEDOUT;
-	return err;
-}
+/* --- replies and waits --- */
 
 /* The first line of src, cut to fit dst. */
 static void first_line(char *dst, size_t dlen, const char *src)
@@ -279,24 +77,6 @@ static void first_line(char *dst, size_t dlen, const char *src)
 		n = dlen - 1;
 	memcpy(dst, src, n);
 	dst[n] = '\0';
-}
-
-/* Send all of buf; 0 or a positive errno. */
-static int send_all(int fd, const char *buf, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		n = send(fd, buf, len, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return timeout_errno(errno);
-		}
-		buf += n;
-		len -= n;
-	}
-	return 0;
 }
 
 /*
@@ -330,47 +110,6 @@ static int recv_tag(int fd, char *tag, size_t tlen, long long deadline_us)
 	}
 	buf[have] = '\0';
 	first_line(tag, tlen, buf);
-	return 0;
-}
-
-/* The socket's sockmesh trace id as hex; 0 or a positive errno. */
-static int trace_id_get(int fd, char hex[SOCKMESH_TRACE_HEX_LEN])
-{
-	unsigned char id[SOCKMESH_TRACE_ID_LEN];
-	socklen_t len = sizeof(id);
-
-	hex[0] = '\0';
-	if (getsockopt(fd, SOL_SOCKMESH, SOCKMESH_TRACE_ID, id, &len) < 0)
-		return errno;
-	if (len != SOCKMESH_TRACE_ID_LEN)
-		return EPROTO;
-	sockmesh_trace_id_hex(id, hex);
-	return 0;
-}
-
-static int peer_get(int fd, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	memset(&ss, 0, sizeof(ss));
-	buf[0] = '\0';
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return errno;
-	addr_format((struct sockaddr *)&ss, buf, len);
-	return 0;
-}
-
-static int local_get(int fd, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	memset(&ss, 0, sizeof(ss));
-	buf[0] = '\0';
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return errno;
-	addr_format((struct sockaddr *)&ss, buf, len);
 	return 0;
 }
 
@@ -497,12 +236,9 @@ struct client_stats {
 
 static void stats_record(struct client_stats *st, const struct conn_result *r)
 {
-	char nbuf[16];
-
 	pthread_mutex_lock(&st->lock);
 	st->count++;
-	tally_add(&st->results, r->err ? errno_name(r->err, nbuf, sizeof(nbuf))
-				       : "ok");
+	tally_add(&st->results, r->err ? errno_name(r->err) : "ok");
 	if (r->err && r->fail_us > st->max_fail_us)
 		st->max_fail_us = r->fail_us;
 	if (r->tag[0])
@@ -515,8 +251,7 @@ static void stats_record(struct client_stats *st, const struct conn_result *r)
 		memcpy(st->trace_ids[st->ntrace++], r->trace,
 		       SOCKMESH_TRACE_HEX_LEN);
 	if (r->trace_err)
-		tally_add(&st->trace_errors,
-			errno_name(r->trace_err, nbuf, sizeof(nbuf)));
+		tally_add(&st->trace_errors, errno_name(r->trace_err));
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -556,7 +291,7 @@ static void stats_json(FILE *f, const struct client_stats *st,
 
 static void note_socket(int fd, struct conn_result *r)
 {
-	peer_get(fd, r->peer, sizeof(r->peer));
+	sock_addr_get(fd, END_PEER, r->peer, sizeof(r->peer));
 	r->trace_err = trace_id_get(fd, r->trace);
 }
 
@@ -617,7 +352,8 @@ static void tcp_once(const struct client_cfg *c, struct conn_result *r,
 	}
 
 	/* A fast-open socket is connected only once its data went out. */
-	r->err = send_all(fd, c->payload + sent, c->payload_len - sent);
+	r->err = send_all(fd, c->payload + sent, c->payload_len - sent, 0,
+			  NULL);
 	if (r->err)
 		goto fail;
 	note_socket(fd, r);
@@ -713,7 +449,7 @@ static void udp_once(const struct client_cfg *c, struct conn_result *r,
 	}
 	buf[n] = '\0';
 	first_line(r->tag, sizeof(r->tag), buf);
-	addr_format((struct sockaddr *)&src, r->source, sizeof(r->source));
+	addr_format(&src, r->source, sizeof(r->source));
 	close(fd);
 	return;
 fail:
@@ -974,7 +710,7 @@ static int cmd_connect(int argc, char **argv)
 		goto out;
 	}
 	if (cfg.hold) {
-		stop_signals_install();
+		stop_signals_install(SIGHUP);
 		held = malloc(cfg.count * sizeof(*held));
 		if (!held) {
 			perror("smtest: malloc");
@@ -1007,23 +743,22 @@ out:
 static void trace_json(int err, int fd)
 {
 	char local[ADDR_STRLEN] = "", peer[ADDR_STRLEN] = "";
-	char hex[SOCKMESH_TRACE_HEX_LEN] = "", nbuf[16];
+	char hex[SOCKMESH_TRACE_HEX_LEN] = "";
 	int terr = 0;
 
 	if (!err) {
-		local_get(fd, local, sizeof(local));
-		peer_get(fd, peer, sizeof(peer));
+		sock_addr_get(fd, END_LOCAL, local, sizeof(local));
+		sock_addr_get(fd, END_PEER, peer, sizeof(peer));
 		terr = trace_id_get(fd, hex);
 	}
 	printf("{\"result\": \"%s\", \"trace_id\": ",
-	       err ? errno_name(err, nbuf, sizeof(nbuf)) : "ok");
+	       err ? errno_name(err) : "ok");
 	if (hex[0])
 		printf("\"%s\"", hex);
 	else
 		printf("null");
 	if (terr)
-		printf(", \"trace_error\": \"%s\"",
-		       errno_name(terr, nbuf, sizeof(nbuf)));
+		printf(", \"trace_error\": \"%s\"", errno_name(terr));
 	printf(", \"local\": ");
 	json_str(stdout, local);
 	printf(", \"peer\": ");
@@ -1043,7 +778,7 @@ static int cmd_trace(int argc, char **argv)
 	};
 	enum family fam = FAM_AUTO;
 	long timeout_ms = DEFAULT_TIMEOUT_MS;
-	char tag[KEY_LEN], nbuf[16];
+	char tag[KEY_LEN];
 	const char *to = NULL;
 	int opt, fd, err, hold = 0;
 	struct addr a;
@@ -1071,7 +806,7 @@ static int cmd_trace(int argc, char **argv)
 	if (!to || optind != argc || addr_parse(to, fam, &a))
 		goto usage;
 	if (hold)
-		stop_signals_install();
+		stop_signals_install(SIGHUP);
 
 	fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -1089,7 +824,7 @@ static int cmd_trace(int argc, char **argv)
 	/* --hold: keep the connection open for inspection first. */
 	if (hold)
 		wait_release(DEFAULT_HOLD_MAX_S);
-	err = send_all(fd, DEFAULT_PAYLOAD, strlen(DEFAULT_PAYLOAD));
+	err = send_all(fd, DEFAULT_PAYLOAD, strlen(DEFAULT_PAYLOAD), 0, NULL);
 	if (!err) {
 		shutdown(fd, SHUT_WR);
 		err = recv_tag(fd, tag, sizeof(tag),
@@ -1098,7 +833,7 @@ static int cmd_trace(int argc, char **argv)
 	close(fd);
 	if (err) {
 		fprintf(stderr, "smtest trace: exchange with %s: %s\n", to,
-			errno_name(err, nbuf, sizeof(nbuf)));
+			errno_name(err));
 		return 1;
 	}
 	return 0;
@@ -1134,7 +869,7 @@ struct sconn {
 static void log_conn(struct server *s, const char *peer, const char *local,
 		     int fd, long bytes)
 {
-	char hex[SOCKMESH_TRACE_HEX_LEN] = "", nbuf[16];
+	char hex[SOCKMESH_TRACE_HEX_LEN] = "";
 	char *line = NULL;
 	size_t len = 0;
 	int terr = 0;
@@ -1157,8 +892,7 @@ static void log_conn(struct server *s, const char *peer, const char *local,
 	else
 		fputs("null", f);
 	if (terr)
-		fprintf(f, ", \"trace_error\": \"%s\"",
-			errno_name(terr, nbuf, sizeof(nbuf)));
+		fprintf(f, ", \"trace_error\": \"%s\"", errno_name(terr));
 	fprintf(f, ", \"bytes_received\": %ld}\n", bytes);
 	fclose(f);
 	if (write(s->logfd, line, len) != (ssize_t)len)
@@ -1266,8 +1000,8 @@ static void tcp_accept_some(struct server *s, int efd)
 			continue;
 		}
 		c->fd = fd;
-		addr_format((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
-		local_get(fd, c->local, sizeof(c->local));
+		addr_format(&ss, c->peer, sizeof(c->peer));
+		sock_addr_get(fd, END_LOCAL, c->local, sizeof(c->local));
 		ev.data.ptr = c;
 		if (epoll_ctl(efd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			close(fd);
@@ -1410,8 +1144,8 @@ static int serve_udp(struct server *s, long long deadline)
 
 		pktinfo_dst(&m, s, &dst);
 		udp_reply(s, &from, m.msg_namelen, &dst);
-		addr_format((struct sockaddr *)&from, peer, sizeof(peer));
-		addr_format((struct sockaddr *)&dst, local, sizeof(local));
+		addr_format(&from, peer, sizeof(peer));
+		addr_format(&dst, local, sizeof(local));
 		log_conn(s, peer, local, -1, n);
 		s->served++;
 	}
@@ -1474,7 +1208,7 @@ static int cmd_serve(int argc, char **argv)
 		return 2;
 	}
 
-	stop_signals_install();
+	stop_signals_install(SIGHUP);
 	if (log_path) {
 		s.logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND |
 			       O_CLOEXEC, 0644);

@@ -58,51 +58,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sockmesh/sockmesh.h"
+#include "helpers.h"
 
 #define DEFAULT_TIMEOUT_MS	10000
 #define DEFAULT_SERVE_S		120
 #define PAUSE_MAX_S		280
 #define MAX_CONNS		1000
-#define ADDR_LEN		(INET6_ADDRSTRLEN + 8)
 #define LINE_LEN		128
 #define CHUNK			65536
-
-static volatile sig_atomic_t g_stop;
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static const char *err_name(int err)
-{
-	const char *n = strerrorname_np(err);
-
-	return n ? n : "EUNKNOWN";
-}
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	g_stop = 1;
-}
-
-static int parse_long(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
 
 static void delay_ms(long ms)
 {
@@ -120,127 +83,16 @@ static unsigned char pattern(long i)
 
 /* --- addresses --- */
 
-struct addr {
-	struct sockaddr_storage ss;
-	socklen_t len;
-};
-
-/* "198.18.1.1:80" or "[fd00::1]:80". */
-static int addr_parse(const char *str, struct addr *a)
-{
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->ss;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&a->ss;
-	char host[INET6_ADDRSTRLEN];
-	const char *sep, *start = str;
-	size_t n;
-	long port;
-
-	memset(a, 0, sizeof(*a));
-	if (*str == '[') {
-		sep = strchr(str, ']');
-		if (!sep || sep[1] != ':')
-			return -EINVAL;
-		start = str + 1;
-		n = sep - start;
-		sep++;
-	} else {
-		sep = strrchr(str, ':');
-		if (!sep)
-			return -EINVAL;
-		n = sep - str;
-	}
-	if (!n || n >= sizeof(host) || parse_long(sep + 1, 0, 65535, &port))
-		return -EINVAL;
-	memcpy(host, start, n);
-	host[n] = '\0';
-	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(port);
-		a->len = sizeof(*s4);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
-		return -EINVAL;
-	s6->sin6_family = AF_INET6;
-	s6->sin6_port = htons(port);
-	a->len = sizeof(*s6);
-	return 0;
-}
-
-static void addr_format(const struct sockaddr_storage *ss, char *buf,
-			size_t len)
-{
-	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-	const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-	char ip[INET6_ADDRSTRLEN];
-
-	if (ss->ss_family == AF_INET) {
-		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-		snprintf(buf, len, "%s:%u", ip, ntohs(s4->sin_port));
-	} else if (ss->ss_family == AF_INET6) {
-		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-		snprintf(buf, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
-	} else {
-		snprintf(buf, len, "?");
-	}
-}
-
+/* Both ends' addresses; "?" for one the socket no longer has. */
 static void sock_names(int fd, char *local, char *peer)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl;
-
-	memset(&ss, 0, sizeof(ss));
-	sl = sizeof(ss);
-	getsockname(fd, (struct sockaddr *)&ss, &sl);
-	addr_format(&ss, local, ADDR_LEN);
-	memset(&ss, 0, sizeof(ss));
-	sl = sizeof(ss);
-	getpeername(fd, (struct sockaddr *)&ss, &sl);
-	addr_format(&ss, peer, ADDR_LEN);
+	if (sock_addr_get(fd, END_LOCAL, local, ADDR_STRLEN))
+		snprintf(local, ADDR_STRLEN, "?");
+	if (sock_addr_get(fd, END_PEER, peer, ADDR_STRLEN))
+		snprintf(peer, ADDR_STRLEN, "?");
 }
 
 /* --- socket helpers: 0 or a positive errno --- */
-
-static void sock_timeouts(int fd, long ms)
-{
-	struct timeval tv = { .tv_sec = ms / 1000,
-			      .tv_usec = (ms % 1000) * 1000 };
-
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
-/* Our own timeout ran out: EAGAIN from send/recv, EINPROGRESS from connect. */
-static int io_err(int err)
-{
-	return (err == EAGAIN || err == EWOULDBLOCK || err == EINPROGRESS) ?
-		       ETIMEDOUT : err;
-}
-
-static int send_flags(int fd, const void *buf, size_t len, int flags,
-		      long *count)
-{
-	const char *p = buf;
-	ssize_t n;
-
-	while (len) {
-		n = send(fd, p, len, MSG_NOSIGNAL | flags);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return io_err(errno);
-		p += n;
-		len -= n;
-		*count += n;
-	}
-	return 0;
-}
-
-static int send_all(int fd, const void *buf, size_t len, long *count)
-{
-	return send_flags(fd, buf, len, 0, count);
-}
 
 /* Send n pattern bytes. */
 static int send_body(int fd, long n, long *count)
@@ -253,7 +105,7 @@ static int send_body(int fd, long n, long *count)
 		take = n - off < CHUNK ? n - off : CHUNK;
 		for (i = 0; i < take; i++)
 			buf[i] = pattern(off + i);
-		err = send_all(fd, buf, take, count);
+		err = send_all(fd, buf, take, 0, count);
 		if (err)
 			return err;
 		off += take;
@@ -273,7 +125,7 @@ static int recv_body(int fd, long n, long *count, int *intact)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			return io_err(errno);
+			return timeout_errno(errno);
 		if (r == 0) {
 			*intact = 0;
 			return EPIPE;	/* the peer closed early */
@@ -299,7 +151,7 @@ static int recv_line(int fd, char *line, size_t len, long *count)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			return io_err(errno);
+			return timeout_errno(errno);
 		if (r == 0)
 			return EPIPE;
 		(*count)++;
@@ -323,27 +175,12 @@ static int recv_eof(int fd, long *count, int *extra)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			return io_err(errno);
+			return timeout_errno(errno);
 		if (r == 0)
 			return 0;
 		*count += r;
 		*extra = 1;
 	}
-}
-
-/* The trace id as hex; 0 or the errno getsockopt gave. */
-static int trace_get(int fd, char hex[SOCKMESH_TRACE_HEX_LEN])
-{
-	unsigned char id[SOCKMESH_TRACE_ID_LEN];
-	socklen_t len = sizeof(id);
-
-	hex[0] = '\0';
-	if (getsockopt(fd, SOL_SOCKMESH, SOCKMESH_TRACE_ID, id, &len) < 0)
-		return errno;
-	if (len != SOCKMESH_TRACE_ID_LEN)
-		return EPROTO;
-	sockmesh_trace_id_hex(id, hex);
-	return 0;
 }
 
 static void json_trace(FILE *f, const char *key, const char *hex, int err)
@@ -352,7 +189,7 @@ static void json_trace(FILE *f, const char *key, const char *hex, int err)
 		fprintf(f, "\"%s\": \"%s\", \"%s_error\": null", key, hex, key);
 	else
 		fprintf(f, "\"%s\": null, \"%s_error\": \"%s\"", key, key,
-			err_name(err));
+			errno_name(err));
 }
 
 /* --- serve --- */
@@ -374,7 +211,7 @@ static void *sconn_run(void *arg)
 {
 	struct sconn *c = arg;
 	char line[LINE_LEN], hex[SOCKMESH_TRACE_HEX_LEN], closer = 'c';
-	char local[ADDR_LEN], peer[ADDR_LEN], *out = NULL;
+	char local[ADDR_STRLEN], peer[ADDR_STRLEN], *out = NULL;
 	long received = 0, sent = 0, body = 0, reply = 0, delay = 0;
 	int err, terr = 0, intact = 1, extra = 0;
 	const char *step = "";
@@ -389,7 +226,7 @@ static void *sconn_run(void *arg)
 			   &closer, &delay) != 4)
 		err = EPROTO;
 	if (!err)
-		err = send_all(c->fd, "ok\n", 3, &sent);
+		err = send_all(c->fd, "ok\n", 3, 0, &sent);
 	if (!err) {
 		step = "body";
 		err = recv_body(c->fd, body, &received, &intact);
@@ -397,12 +234,13 @@ static void *sconn_run(void *arg)
 	if (!err) {
 		/* Every byte of the request is in: the id must be known. */
 		step = "reply";
-		terr = trace_get(c->fd, hex);
+		terr = trace_id_get(c->fd, hex);
 		if (terr)
-			snprintf(line, sizeof(line), "id -%s\n", err_name(terr));
+			snprintf(line, sizeof(line), "id -%s\n",
+				 errno_name(terr));
 		else
 			snprintf(line, sizeof(line), "id %s\n", hex);
-		err = send_all(c->fd, line, strlen(line), &sent);
+		err = send_all(c->fd, line, strlen(line), 0, &sent);
 	}
 	if (!err)
 		err = send_body(c->fd, reply, &sent);
@@ -423,7 +261,7 @@ static void *sconn_run(void *arg)
 			"\"intact\": %s, \"closer\": \"%c\", \"result\": \"%s\", "
 			"\"step\": \"%s\"}\n", received, sent,
 			intact ? "true" : "false", closer,
-			err ? err_name(err) : "ok", err ? step : "");
+			err ? errno_name(err) : "ok", err ? step : "");
 		fclose(f);
 		if (c->srv->logfd >= 0 &&
 		    write(c->srv->logfd, out, outlen) != (ssize_t)outlen)
@@ -449,7 +287,6 @@ static int cmd_serve(int argc, char **argv)
 	const char *listen_s = NULL, *log_path = NULL;
 	int opt, one = 1, zero = 0, qlen = 1024, fastopen = 0, fd;
 	long timeout_s = DEFAULT_SERVE_S;
-	struct sigaction sa;
 	long long deadline;
 	pthread_attr_t attr;
 	struct addr a;
@@ -470,13 +307,10 @@ static int cmd_serve(int argc, char **argv)
 		default: goto usage;
 		}
 	}
-	if (!listen_s || optind != argc || addr_parse(listen_s, &a))
+	if (!listen_s || optind != argc || addr_parse(listen_s, FAM_AUTO, &a))
 		goto usage;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	stop_signals_install(0);
 	if (log_path) {
 		s.logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 			       0644);
@@ -557,7 +391,7 @@ struct cres {
 	char server_trace[LINE_LEN];
 	long sent, received;
 	int intact;
-	char local[ADDR_LEN], peer[ADDR_LEN];
+	char local[ADDR_STRLEN], peer[ADDR_STRLEN];
 	long long elapsed_ms;
 };
 
@@ -592,16 +426,16 @@ static int open_conn(const struct ccfg *c, int fd, const char *hdr,
 		n = sendto(fd, hdr, strlen(hdr), MSG_FASTOPEN | MSG_NOSIGNAL,
 			   (const struct sockaddr *)&c->to.ss, c->to.len);
 		if (n < 0)
-			return io_err(errno);
+			return timeout_errno(errno);
 		*sent += n;
-		return send_all(fd, hdr + n, strlen(hdr) - n, sent);
+		return send_all(fd, hdr + n, strlen(hdr) - n, 0, sent);
 	}
 	if (c->fastopen_connect &&
 	    setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one, sizeof(one)))
 		return errno;
 	if (connect(fd, (const struct sockaddr *)&c->to.ss, c->to.len))
-		return io_err(errno);
-	return send_flags(fd, hdr, strlen(hdr), more, sent);
+		return timeout_errno(errno);
+	return send_all(fd, hdr, strlen(hdr), more, sent);
 }
 
 static void conn_once(const struct ccfg *c, struct cres *r)
@@ -649,7 +483,7 @@ static void conn_once(const struct ccfg *c, struct cres *r)
 		goto out;
 	snprintf(r->server_trace, sizeof(r->server_trace), "%s",
 		 strncmp(line, "id ", 3) ? line : line + 3);
-	r->trace_err = trace_get(fd, r->trace);
+	r->trace_err = trace_id_get(fd, r->trace);
 	sock_names(fd, r->local, r->peer);
 	r->step = "reply";
 	r->err = recv_body(fd, c->reply, &r->received, &r->intact);
@@ -696,7 +530,7 @@ static void results_json(const struct cres *res, long n)
 		const struct cres *r = &res[i];
 
 		printf("%s{\"result\": \"%s\", \"step\": \"%s\", ",
-		       i ? ", " : "", r->err ? err_name(r->err) : "ok",
+		       i ? ", " : "", r->err ? errno_name(r->err) : "ok",
 		       r->err ? r->step : "");
 		json_trace(stdout, "trace_id", r->trace, r->trace_err);
 		printf(", \"server_trace_id\": \"%s\", \"sent\": %ld, "
@@ -774,7 +608,7 @@ static int cmd_connect(int argc, char **argv)
 		default: goto usage;
 		}
 	}
-	if (!to || optind != argc || addr_parse(to, &c.to) ||
+	if (!to || optind != argc || addr_parse(to, FAM_AUTO, &c.to) ||
 	    (c.fastopen && c.fastopen_connect) ||
 	    (c.pause && c.count > 1))
 		goto usage;
@@ -822,7 +656,7 @@ static void opt_int(int fd, int level, int name, const char *key)
 	int v = 0;
 
 	if (getsockopt(fd, level, name, &v, &len))
-		printf("\"%s\": \"%s\", ", key, err_name(errno));
+		printf("\"%s\": \"%s\", ", key, errno_name(errno));
 	else
 		printf("\"%s\": [%d, %u], ", key, v, len);
 }
@@ -835,7 +669,7 @@ static void opt_tcp_info(int fd)
 
 	memset(&ti, 0, sizeof(ti));
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len)) {
-		printf("\"tcp_info\": \"%s\", ", err_name(errno));
+		printf("\"tcp_info\": \"%s\", ", errno_name(errno));
 	} else {
 		printf("\"tcp_info\": {\"len\": %u, \"state\": %u, "
 		       "\"options\": %u, \"snd_wscale\": %u, "
@@ -847,7 +681,7 @@ static void opt_tcp_info(int fd)
 	/* A buffer over a page: the kernel's answer, whatever BPF sees. */
 	len = sizeof(big);
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, big, &len))
-		printf("\"tcp_info_8k\": \"%s\", ", err_name(errno));
+		printf("\"tcp_info_8k\": \"%s\", ", errno_name(errno));
 	else
 		printf("\"tcp_info_8k\": %u, ", len);
 }
@@ -858,7 +692,7 @@ static void opt_congestion(int fd)
 	socklen_t len = sizeof(name);
 
 	if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &len))
-		printf("\"congestion\": \"%s\", ", err_name(errno));
+		printf("\"congestion\": \"%s\", ", errno_name(errno));
 	else
 		printf("\"congestion\": \"%.*s\", ", (int)strnlen(name, len),
 		       name);
@@ -871,7 +705,7 @@ static void opt_sockmesh(int fd, int name, socklen_t blen, const char *key)
 	socklen_t len = blen;
 
 	if (getsockopt(fd, SOL_SOCKMESH, name, buf, &len))
-		printf("\"%s\": \"%s\"", key, err_name(errno));
+		printf("\"%s\": \"%s\"", key, errno_name(errno));
 	else
 		printf("\"%s\": %u", key, len);
 }
@@ -899,7 +733,7 @@ static int cmd_opts(int argc, char **argv)
 		default: goto usage;
 		}
 	}
-	if (!to || optind != argc || addr_parse(to, &c.to))
+	if (!to || optind != argc || addr_parse(to, FAM_AUTO, &c.to))
 		goto usage;
 
 	fd = socket(c.to.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -914,7 +748,7 @@ static int cmd_opts(int argc, char **argv)
 		err = recv_line(fd, line, sizeof(line), &received);
 	if (!err)
 		err = recv_line(fd, line, sizeof(line), &received);
-	printf("{\"result\": \"%s\", ", err ? err_name(err) : "ok");
+	printf("{\"result\": \"%s\", ", err ? errno_name(err) : "ok");
 	opt_int(fd, SOL_SOCKET, SO_TYPE, "so_type");
 	opt_int(fd, SOL_SOCKET, SO_DOMAIN, "so_domain");
 	opt_int(fd, SOL_SOCKET, SO_PROTOCOL, "so_protocol");
@@ -972,7 +806,7 @@ static int cmd_http(int argc, char **argv)
 		default: goto usage;
 		}
 	}
-	if (!to || optind != argc || addr_parse(to, &a))
+	if (!to || optind != argc || addr_parse(to, FAM_AUTO, &a))
 		goto usage;
 
 	fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -982,21 +816,21 @@ static int cmd_http(int argc, char **argv)
 	}
 	sock_timeouts(fd, timeout_ms);
 	if (connect(fd, (struct sockaddr *)&a.ss, a.len))
-		err = io_err(errno);
+		err = timeout_errno(errno);
 	if (!err)
-		err = send_all(fd, req, sizeof(req) - 1, &sent);
+		err = send_all(fd, req, sizeof(req) - 1, 0, &sent);
 	while (!err && have < sizeof(resp) - 1) {
 		r = recv(fd, resp + have, sizeof(resp) - 1 - have, 0);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			err = io_err(errno);
+			err = timeout_errno(errno);
 		if (r <= 0)
 			break;
 		have += r;
 	}
 	resp[have] = '\0';
-	terr = trace_get(fd, hex);
+	terr = trace_id_get(fd, hex);
 	close(fd);
 
 	sscanf(resp, "HTTP/1.%*d %d", &status);
@@ -1008,7 +842,7 @@ static int cmd_http(int argc, char **argv)
 		snprintf(tp, sizeof(tp), "%.*s", (int)strcspn(h, "\r\n"), h);
 	}
 	printf("{\"result\": \"%s\", \"status\": %d, \"traceparent\": \"%s\", ",
-	       err ? err_name(err) : "ok", status, tp);
+	       err ? errno_name(err) : "ok", status, tp);
 	json_trace(stdout, "trace_id", hex, terr);
 	printf("}\n");
 	return err ? 1 : 0;

@@ -3,7 +3,8 @@
 #
 # ops_lib.sh: a small node, a policy with "generations" and a background
 # load of new connections, for the operations tests (test_ops_*.sh).
-# Source it after tests/lib/sandbox.sh; call ops_node after sb_init.
+# Source it in place of tests/lib/sandbox.sh, which it sources; call
+# ops_node after sb_init and start the agent with ops_agent.
 #
 #   netns "node", every address on lo, every server in the unmanaged host
 #   cgroup (servers accept; only the client side is decided here):
@@ -35,6 +36,9 @@
 [[ -n ${_OPS_LOADED:-} ]] && return 0
 _OPS_LOADED=1
 
+# shellcheck source=tests/lib/sandbox.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/sandbox.sh"
+
 # An agent start loads and verifies the BPF object: seconds of CPU, far
 # more on a busy machine.
 export OPS_AGENT_TIMEOUT=120
@@ -52,8 +56,11 @@ cgroup_inet_ingress cgroup_inet_sock_create cgroup_inet_sock_release
 cgroup_sock_ops cgroup_udp4_recvmsg cgroup_udp4_sendmsg cgroup_udp6_recvmsg
 cgroup_udp6_sendmsg"
 
-# Make the node: netns, addresses, the client cgroup and the servers.
-# Sets OPS_NS.
+# Make the node: netns, addresses, the client cgroup, the servers and
+# the directory of the policy file, $OPS_POLICY. With GEN [N], write the
+# policy of generation GEN (ops_policy GEN N) there. Sets OPS_NS and
+# OPS_POLICY.
+# shellcheck disable=SC2120 # GEN and N are optional
 ops_node() {
 	local t
 	sb_need_cmd jq curl ip bpftool
@@ -71,7 +78,17 @@ ops_node() {
 		sb_wait_ready "$SB_PID" 20
 	done
 	mkdir -p "$SB_WORK/load"
-	export OPS_NS
+	mkdir "$SB_WORK/policy"
+	OPS_POLICY=$SB_WORK/policy/policy.yaml
+	export OPS_NS OPS_POLICY
+	(($# == 0)) || ops_write "$OPS_POLICY" "$(ops_policy "$@")"
+}
+
+# Start agent "sockmesh" on $OPS_POLICY and wait until it is ready; ARGS
+# go to sb_agent_start (e.g. -- --map-size rule=16 for the agent).
+# shellcheck disable=SC2120 # ARGS are optional
+ops_agent() {
+	sb_agent_start sockmesh "$OPS_POLICY" --timeout "$OPS_AGENT_TIMEOUT" "$@"
 }
 
 # Print the policy of generation GEN with N extra services x1..xN (rules

@@ -14,28 +14,22 @@
 #   phase 2: defaults.mode enforce; legacy says audit, strict says
 #            nothing (enforce); the rules written from phase 1's records
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
+# shellcheck source=tests/netns/enforce_lib.sh
+source "$(dirname "$0")/enforce_lib.sh"
 
 sb_need_root
-sb_need_cmd jq ip curl
-sb_need_build "$SB_SMTEST"
-sb_need_agent
+enf_need
 sb_init
 
-SM=$SB_SMTEST
 LEGACY=198.18.80.1
 STRICT=198.18.80.2
 
 sb_netns n "$LEGACY/32" "$STRICT/32"
-for cg in /legacy /strict /client /partner /intruder /nobody; do
-	sb_cgroup "$cg" >/dev/null
-done
+enf_cgroups /legacy /strict /client /partner /intruder /nobody
 
-policy=$SB_WORK/policy.yaml
 # write_policy DEFAULT_MODE LEGACY_MODE STRICT_MODE [RULE LINES]
 write_policy() {
-	cat >"$policy.new" <<EOF
+	enf_policy <<EOF
 apiVersion: sockmesh/v1
 node: node-audit
 defaults:
@@ -60,106 +54,75 @@ rules:
   - {from: [partner], to: [legacy], ports: [8080]}
 ${4:-}
 EOF
-	mv "$policy.new" "$policy"
 }
 write_policy audit "" enforce
-sb_agent_start sockmesh "$policy" --timeout 120
-FLOWS=$(sb_agent sockmesh flows)
+enf_agent
 
-for srv in "$LEGACY:8080 legacy" "$STRICT:8080 strict"; do
-	pid=$(sb_run /"${srv#* }" n "$SM" serve --listen "${srv% *}" \
-		--tag "${srv#* }" --timeout 280)
-	sb_wait_ready "$pid" 30
-done
-pid=$(sb_run /legacy n "$SM" serve --udp --listen "$LEGACY:5353" \
-	--tag legacy-udp --timeout 280)
-sb_wait_ready "$pid" 30
-
-conns() {
-	sb_metric sockmesh sockmesh_connections_total \
-		"src=\"$1\",dst=\"$2\",verdict=\"$3\""
-}
-
-# The flow log records of pid PID with event EVENT, as a JSON array.
-records() {
-	jq -sc --argjson pid "$1" --arg ev "$2" \
-		'map(select(.pid == $pid and .event == $ev))' "$FLOWS"
-}
-
-records_ge() {
-	[[ -s $FLOWS ]] && (($(records "$1" "$2" | jq length) >= $3))
-}
-
-# Run smtest connect ARGS... from cgroup CG; prints its pid.
-run() {
-	local cg=$1 p
-	shift
-	p=$(sb_run "$cg" n "$SM" connect "$@")
-	sb_wait "$p" 30 || sb_fail "smtest connect $* failed"
-	echo "$p"
-}
+enf_serve /legacy n "$LEGACY:8080" legacy
+enf_serve /strict n "$STRICT:8080" strict
+enf_serve /legacy n "$LEGACY:5353" legacy-udp --udp
 
 # audited NAME CG SRC DST TAG PROTO ARGS...: 2 connections no rule allows
 # proceed, each recorded as audit and counted, none denied.
 audited() {
 	local name=$1 cg=$2 src=$3 dst=$4 tag=$5 proto=$6 p d0 u0 to
 	shift 6
-	u0=$(conns "$src" "$dst" audit)
-	d0=$(conns "$src" "$dst" denied)
-	p=$(run "$cg" --count 2 "$@")
+	u0=$(enf_conns "$src" "$dst" audit)
+	d0=$(enf_conns "$src" "$dst" denied)
+	p=$(enf_connect "$cg" --count 2 "$@")
 	to=$(sed -n 's/.*--to \([^ ]*\).*/\1/p' <<<"$*")
 	sb_assert_json "$name: proceeds, the reply arrives" \
 		".results == {\"ok\": 2} and .tags == {\"$tag\": 2}" \
-		"$(tail -n 1 "$(sb_out "$p")")"
+		"$(enf_result "$p")"
 	sb_assert_eq "$name: 2 audits counted" "$((u0 + 2))" \
-		"$(conns "$src" "$dst" audit)"
+		"$(enf_conns "$src" "$dst" audit)"
 	sb_assert_eq "$name: no denies counted" "$d0" \
-		"$(conns "$src" "$dst" denied)"
-	sb_wait_for "$name: audit records" 20 records_ge "$p" audit 2
+		"$(enf_conns "$src" "$dst" denied)"
+	sb_wait_for "$name: audit records" 20 enf_records_ge "$p" audit 2
 	sb_assert_json "$name: audit records: source, destination, port" \
 		"length == 2 and all(.[]; .src == \"$src\" and
 		  .dst == \"$dst\" and .orig_dst == \"$to\" and
 		  .proto == \"$proto\" and .verdict == \"audit\" and
 		  .reason == \"no_rule\" and .rule == null and
 		  .comm == \"smtest\" and .cgroup == \"$SB_CGROOT$cg\")" \
-		"$(records "$p" audit)"
+		"$(enf_records "$p" audit)"
 	sb_assert_eq "$name: no deny records" 0 \
-		"$(records "$p" deny | jq length)"
+		"$(enf_records "$p" deny | jq length)"
 }
 
 # denied NAME CG SRC DST ARGS...: EPERM, recorded and counted.
 denied() {
 	local name=$1 cg=$2 src=$3 dst=$4 p d0
 	shift 4
-	d0=$(conns "$src" "$dst" denied)
-	p=$(run "$cg" "$@")
+	d0=$(enf_conns "$src" "$dst" denied)
+	p=$(enf_connect "$cg" "$@")
 	sb_assert_json "$name: EPERM" '.results == {"EPERM": 1}' \
-		"$(tail -n 1 "$(sb_out "$p")")"
+		"$(enf_result "$p")"
 	sb_assert_eq "$name: denied counted" "$((d0 + 1))" \
-		"$(conns "$src" "$dst" denied)"
-	sb_wait_for "$name: deny record" 20 records_ge "$p" deny 1
+		"$(enf_conns "$src" "$dst" denied)"
+	sb_wait_for "$name: deny record" 20 enf_records_ge "$p" deny 1
 	sb_assert_json "$name: deny record" \
 		"all(.[]; .src == \"$src\" and .dst == \"$dst\" and
-		  .reason == \"no_rule\")" "$(records "$p" deny)"
+		  .reason == \"no_rule\")" "$(enf_records "$p" deny)"
 }
 
 # allowed NAME CG SRC DST TAG RULE ARGS...: a rule lets it through.
 allowed() {
 	local name=$1 cg=$2 src=$3 dst=$4 tag=$5 rule=$6 p a0
 	shift 6
-	a0=$(conns "$src" "$dst" allowed)
-	p=$(run "$cg" "$@")
+	a0=$(enf_conns "$src" "$dst" allowed)
+	p=$(enf_connect "$cg" "$@")
 	sb_assert_json "$name: passes" \
 		".results == {\"ok\": 1} and .tags == {\"$tag\": 1}" \
-		"$(tail -n 1 "$(sb_out "$p")")"
+		"$(enf_result "$p")"
 	sb_assert_eq "$name: allowed counted" "$((a0 + 1))" \
-		"$(conns "$src" "$dst" allowed)"
-	sb_wait_for "$name: connect record" 20 records_ge "$p" connect 1
+		"$(enf_conns "$src" "$dst" allowed)"
+	sb_wait_for "$name: connect record" 20 enf_records_ge "$p" connect 1
 	sb_assert_json "$name: allowed by rule $rule, not audited" \
 		"all(.[]; .verdict == \"allowed\" and .reason == \"rule\" and
-		  .rule == $rule)" "$(records "$p" connect)"
+		  .rule == $rule)" "$(enf_records "$p" connect)"
 	sb_assert_eq "$name: no audit records" 0 \
-		"$(records "$p" audit | jq length)"
+		"$(enf_records "$p" audit | jq length)"
 }
 
 # The one-liner of docs/enforcement.md, on flow records from stdin: a
@@ -185,21 +148,18 @@ test_default_audit() {
 }
 
 test_rules_from_records() {
-	local rules gen
-	rules=$(rules_from_audit <"$FLOWS")
+	local rules
+	rules=$(rules_from_audit <"$ENF_FLOWS")
 	sb_assert_eq "rules written from the audit records" \
 "  - {from: client, to: legacy, ports: [8080], protocol: tcp}
   - {from: client, to: legacy, ports: [5353], protocol: udp}
   - {from: world, to: legacy, ports: [8080], protocol: tcp}" "$rules"
 	sb_assert_eq "the same from the CLI (sockmesh flows --verdict audit)" \
-		"$rules" "$("$SB_BUILD/sockmesh" --flow-log "$FLOWS" --json flows \
-			--verdict audit | rules_from_audit)"
+		"$rules" "$("$SB_BUILD/sockmesh" --flow-log "$ENF_FLOWS" --json \
+			flows --verdict audit | rules_from_audit)"
 
 	# Phase 2: those rules in force; audit only where a service says so.
-	gen=$(sb_metric sockmesh sockmesh_policy_generation)
-	write_policy enforce audit "" "$rules"
-	sb_wait_for "policy reloaded" 20 sb_metric_ge sockmesh \
-		sockmesh_policy_generation "" "$((gen + 1))"
+	enf_reload write_policy enforce audit "" "$rules"
 	allowed "client -> legacy tcp, now by rule" /client client legacy \
 		legacy 1 --to "$LEGACY:8080"
 	allowed "no service -> legacy tcp, now by rule" /nobody world legacy \

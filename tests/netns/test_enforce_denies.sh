@@ -15,29 +15,23 @@
 # process of no service (egress governs services only), the VIP once it
 # has an endpoint, egress: allow, the quota once a connection closed.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
+# shellcheck source=tests/netns/enforce_lib.sh
+source "$(dirname "$0")/enforce_lib.sh"
 
 sb_need_root
-sb_need_cmd jq ip curl
-sb_need_build "$SB_SMTEST"
-sb_need_agent
+enf_need
 sb_init
 
-SM=$SB_SMTEST
 SRV=198.18.90.1
 OUTSIDE=198.18.90.9	# no endpoint of any service
 VIP=198.19.90.10:80
 
 sb_netns n "$SRV/32" "$OUTSIDE/32"
-for cg in /server /client /intruder /nobody; do
-	sb_cgroup "$cg" >/dev/null
-done
+enf_cgroups /server /client /intruder /nobody
 
-policy=$SB_WORK/policy.yaml
 # write_policy EGRESS [SCALED_ENDPOINTS]
 write_policy() {
-	cat >"$policy.new" <<EOF
+	enf_policy <<EOF
 apiVersion: sockmesh/v1
 node: node-denies
 defaults:
@@ -61,53 +55,16 @@ rules:
 quotas:
   - {from: client, to: server, max_concurrent: 1}
 EOF
-	mv "$policy.new" "$policy"
 }
 write_policy deny
-sb_agent_start sockmesh "$policy" --timeout 120
-FLOWS=$(sb_agent sockmesh flows)
+enf_agent
 
-# serve CG ADDR TAG [ARGS...]
-serve() {
-	local p cg=$1 addr=$2 tag=$3
-	shift 3
-	p=$(sb_run "$cg" n "$SM" serve --listen "$addr" --tag "$tag" "$@" \
-		--timeout 280)
-	sb_wait_ready "$p" 30
-}
 ULOG=$SB_WORK/server-udp.jsonl
-serve /server "$SRV:8080" server
-serve /server "$SRV:5353" server-udp --udp --log "$ULOG"
-serve "" "$SRV:9000" scaled
-serve "" "$OUTSIDE:80" outside
-serve "" "$OUTSIDE:53" outside-udp --udp
-
-conns() {
-	sb_metric sockmesh sockmesh_connections_total \
-		"src=\"$1\",dst=\"$2\",verdict=\"$3\""
-}
-
-records() {
-	jq -sc --argjson pid "$1" --arg ev "$2" \
-		'map(select(.pid == $pid and .event == $ev))' "$FLOWS"
-}
-
-records_ge() {
-	[[ -s $FLOWS ]] && (($(records "$1" "$2" | jq length) >= $3))
-}
-
-# Run smtest connect ARGS... from cgroup CG; prints its pid.
-run() {
-	local cg=$1 p
-	shift
-	p=$(sb_run "$cg" n "$SM" connect "$@")
-	sb_wait "$p" 30 || sb_fail "smtest connect $* failed"
-	echo "$p"
-}
-
-result() {
-	tail -n 1 "$(sb_out "$1")"
-}
+enf_serve /server n "$SRV:8080" server
+enf_serve /server n "$SRV:5353" server-udp --udp --log "$ULOG"
+enf_serve "" n "$SRV:9000" scaled
+enf_serve "" n "$OUTSIDE:80" outside
+enf_serve "" n "$OUTSIDE:53" outside-udp --udp
 
 ERRNOS=()
 
@@ -118,15 +75,16 @@ refused() {
 	local name=$1 cg=$2 src=$3 dst=$4 errno=$5 verdict=$6 reason=$7
 	local proto=$8 orig=$9 p c0
 	shift 9
-	c0=$(conns "$src" "$dst" "$verdict")
-	p=$(run "$cg" "$@")
+	c0=$(enf_conns "$src" "$dst" "$verdict")
+	p=$(enf_connect "$cg" "$@")
 	sb_assert_json "$name: $errno" \
-		".results == {\"$errno\": 1} and .tags == {}" "$(result "$p")"
+		".results == {\"$errno\": 1} and .tags == {}" \
+		"$(enf_result "$p")"
 	sb_assert_le "$name: at once (ms)" \
-		"$(sb_json .first_errno_ms "$(result "$p")")" 1500
+		"$(sb_json .first_errno_ms "$(enf_result "$p")")" 1500
 	sb_assert_eq "$name: counted as $verdict" "$((c0 + 1))" \
-		"$(conns "$src" "$dst" "$verdict")"
-	sb_wait_for "$name: deny record" 20 records_ge "$p" deny 1
+		"$(enf_conns "$src" "$dst" "$verdict")"
+	sb_wait_for "$name: deny record" 20 enf_records_ge "$p" deny 1
 	sb_assert_json "$name: the record names who, what and why" \
 		"length == 1 and all(.[]; .event == \"deny\" and
 		  .side == \"client\" and .src == \"$src\" and
@@ -134,7 +92,7 @@ refused() {
 		  .reason == \"$reason\" and .proto == \"$proto\" and
 		  .orig_dst == \"$orig\" and .pid == $p and
 		  .comm == \"smtest\" and .cgroup == \"$SB_CGROOT$cg\")" \
-		"$(records "$p" deny)"
+		"$(enf_records "$p" deny)"
 	ERRNOS+=("$errno")
 }
 
@@ -143,10 +101,10 @@ refused() {
 passes() {
 	local name=$1 cg=$2 tag=$3 p
 	shift 3
-	p=$(run "$cg" "$@")
+	p=$(enf_connect "$cg" "$@")
 	sb_assert_json "$name: passes" \
 		".results == {\"ok\": 1} and .tags == {\"$tag\": 1}" \
-		"$(result "$p")" >&2
+		"$(enf_result "$p")" >&2
 	echo "$p"
 }
 
@@ -193,7 +151,7 @@ quota_free() {
 test_quota() {
 	local h p
 	sb_wait_for "no quota held" 20 quota_free
-	h=$(sb_run /client n "$SM" connect --to "$SRV:8080" --hold)
+	h=$(sb_run /client n "$SB_SMTEST" connect --to "$SRV:8080" --hold)
 	sb_wait_ready "$h" 20 "held 1"
 	sb_assert_eq "one connection held" 1 "$(quota_active)"
 	refused "client -> server over max_concurrent" /client client server \
@@ -206,22 +164,19 @@ test_quota() {
 
 # Phase 2: egress allowed, and the VIP has an endpoint.
 test_after_reload() {
-	local gen p a0
-	gen=$(sb_metric sockmesh sockmesh_policy_generation)
-	write_policy allow "$SRV:9000"
-	sb_wait_for "policy reloaded" 20 sb_metric_ge sockmesh \
-		sockmesh_policy_generation "" "$((gen + 1))"
+	local p a0
+	enf_reload write_policy allow "$SRV:9000"
 
-	a0=$(conns client world allowed)
+	a0=$(enf_conns client world allowed)
 	p=$(passes "client -> outside (egress: allow)" /client outside \
 		--to "$OUTSIDE:80")
 	sb_assert_eq "client -> outside: counted allowed" "$((a0 + 1))" \
-		"$(conns client world allowed)"
-	sb_wait_for "client -> outside: connect record" 20 records_ge "$p" \
+		"$(enf_conns client world allowed)"
+	sb_wait_for "client -> outside: connect record" 20 enf_records_ge "$p" \
 		connect 1
 	sb_assert_json "client -> outside: record says why" \
 		'all(.[]; .dst == "world" and .verdict == "allowed" and
-		 .reason == "egress_allowed")' "$(records "$p" connect)"
+		 .reason == "egress_allowed")' "$(enf_records "$p" connect)"
 	passes "client -> VIP with an endpoint" /client scaled --to "$VIP" \
 		>/dev/null
 }

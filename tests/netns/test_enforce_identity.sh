@@ -17,27 +17,21 @@
 # server) and a must-deny (made by intruder, which no rule lets), and the
 # flow log and metrics must name the maker's service each time.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
+# shellcheck source=tests/netns/enforce_lib.sh
+source "$(dirname "$0")/enforce_lib.sh"
 
 sb_need_root
-sb_need_cmd jq ip curl
-sb_need_build "$SB_SMTEST" "$SB_BUILD/tests/smsock"
-sb_need_agent
+enf_need "$SMSOCK"
 sb_init
 
-SM=$SB_SMTEST
-SMSOCK=$SB_BUILD/tests/smsock
 SRV=198.18.60.1
 TCP=$SRV:8080
 UDP=$SRV:5353
 
 sb_netns n "$SRV/32"
-for cg in /server /client /intruder /nobody /newcomer; do
-	sb_cgroup "$cg" >/dev/null
-done
+enf_cgroups /server /client /intruder /nobody /newcomer
 
-cat >"$SB_WORK/policy.yaml" <<EOF
+enf_policy <<EOF
 apiVersion: sockmesh/v1
 node: node-id
 services:
@@ -52,35 +46,16 @@ services:
 rules:
   - {from: [client], to: [server], ports: [8080, 5353]}
 EOF
-sb_agent_start sockmesh "$SB_WORK/policy.yaml" --timeout 120
-FLOWS=$(sb_agent sockmesh flows)
+enf_agent
 
-pid=$(sb_run /server n "$SM" serve --listen "$TCP" --tag tcp --timeout 280)
-sb_wait_ready "$pid" 30
-pid=$(sb_run /server n "$SM" serve --udp --listen "$UDP" --tag udp \
-	--timeout 280)
-sb_wait_ready "$pid" 30
-
-# sockmesh_connections_total for SRC -> DST with VERDICT.
-conns() {
-	sb_metric sockmesh sockmesh_connections_total \
-		"src=\"$1\",dst=\"$2\",verdict=\"$3\""
-}
-
-# The flow log records of pid PID and event EVENT, as a JSON array.
-records() {
-	jq -sc --argjson pid "$1" --arg ev "$2" \
-		'map(select(.pid == $pid and .event == $ev))' "$FLOWS"
-}
-
-records_ge() {
-	[[ -s $FLOWS ]] && (($(records "$1" "$2" | jq length) >= $3))
-}
+enf_serve /server n "$TCP" tcp
+enf_serve /server n "$UDP" udp --udp
 
 # Metrics snapshot: "allowed-by-client denied-by-intruder other".
 snapshot() {
-	echo "$(conns client server allowed) $(conns intruder server denied)" \
-		"$(conns world server denied)"
+	echo "$(enf_conns client server allowed)" \
+		"$(enf_conns intruder server denied)" \
+		"$(enf_conns world server denied)"
 }
 
 # expect NAME PID OUT MAKER CGROUP PROTO BEFORE: the use of a socket made
@@ -103,17 +78,17 @@ expect() {
 		if [[ $maker == world ]]; then ((cw += 1)); else ((cd += 1)); fi
 	fi
 	sb_assert_eq "$name: metrics name $maker" "$ca $cd $cw" "$(snapshot)"
-	sb_wait_for "$name: $ev record" 20 records_ge "$pid" "$ev" 1
+	sb_wait_for "$name: $ev record" 20 enf_records_ge "$pid" "$ev" 1
 	sb_assert_json "$name: $ev record names $maker, made in $cg" \
 		"length == 1 and all(.[]; .src == \"$maker\" and
 		  .dst == \"server\" and .proto == \"$proto\" and
 		  .comm == \"smsock\" and .cgroup == \"$SB_CGROOT$cg\")" \
-		"$(records "$pid" "$ev")"
+		"$(enf_records "$pid" "$ev")"
 	[[ $maker == client && $proto == tcp ]] || return 0
-	sb_wait_for "$name: close record" 20 records_ge "$pid" close 1
+	sb_wait_for "$name: close record" 20 enf_records_ge "$pid" close 1
 	sb_assert_json "$name: close record names $maker too" \
 		"all(.[]; .src == \"$maker\" and .bytes_received == 4 and
-		  .bytes_sent == 18)" "$(records "$pid" close)"
+		  .bytes_sent == 18)" "$(enf_records "$pid" close)"
 }
 
 # pass NAME MAKER_CG USER_CG UDP: a socket made in MAKER_CG is handed to a
@@ -134,7 +109,7 @@ pass() {
 	p=$(sb_run "$mcg" n "$SMSOCK" pass --unix "$sock" "${uopt[@]:0:1}")
 	sb_wait "$p" 20 || sb_fail "$name: smsock pass failed"
 	sb_wait "$r" 20 || sb_fail "$name: smsock receive failed"
-	expect "$name" "$r" "$(tail -n 1 "$(sb_out "$r")")" "$maker" \
+	expect "$name" "$r" "$(enf_result "$r")" "$maker" \
 		"$mcg" "$proto" "$before"
 }
 
@@ -168,7 +143,7 @@ move() {
 		"$(grep '^0::' "/proc/$m/cgroup")"
 	touch "$go"
 	sb_wait "$m" 20 || sb_fail "$name: smsock move failed"
-	expect "$name" "$m" "$(tail -n 1 "$(sb_out "$m")")" "$maker" "$from" \
+	expect "$name" "$m" "$(enf_result "$m")" "$maker" "$from" \
 		"$proto" "$before"
 }
 
@@ -181,38 +156,30 @@ test_move() {
 	move "udp made in no service, moved to client" /nobody /client 1
 }
 
-# One connection with smtest from cgroup CG; prints pid.
-dial() {
-	local p
-	p=$(sb_run "$1" n "$SM" connect --to "$TCP")
-	sb_wait "$p" 20 || sb_fail "smtest connect from $1 failed"
-	echo "$p"
-}
-
 # Made after the agent started: still the service above.
 test_late_cgroups() {
 	local p before ca cd cw
 	read -r ca cd cw <<<"$(snapshot)"
-	p=$(dial /client/late/deeper)
+	p=$(enf_connect /client/late/deeper --to "$TCP")
 	sb_assert_json "new cgroup below client: passes" \
 		'.results == {"ok": 1} and .tags == {"tcp": 1}' \
-		"$(tail -n 1 "$(sb_out "$p")")"
+		"$(enf_result "$p")"
 	sb_wait_for "new cgroup below client: connect record" 20 \
-		records_ge "$p" connect 1
+		enf_records_ge "$p" connect 1
 	sb_assert_json "new cgroup below client: named client" \
 		"all(.[]; .src == \"client\" and
 		  .cgroup == \"$SB_CGROOT/client/late/deeper\")" \
-		"$(records "$p" connect)"
+		"$(enf_records "$p" connect)"
 
-	p=$(dial /intruder/late)
+	p=$(enf_connect /intruder/late --to "$TCP")
 	sb_assert_json "new cgroup below intruder: EPERM" \
-		'.results == {"EPERM": 1}' "$(tail -n 1 "$(sb_out "$p")")"
+		'.results == {"EPERM": 1}' "$(enf_result "$p")"
 	sb_wait_for "new cgroup below intruder: deny record" 20 \
-		records_ge "$p" deny 1
+		enf_records_ge "$p" deny 1
 	sb_assert_json "new cgroup below intruder: named intruder" \
 		"all(.[]; .src == \"intruder\" and .reason == \"no_rule\" and
 		  .cgroup == \"$SB_CGROOT/intruder/late\")" \
-		"$(records "$p" deny)"
+		"$(enf_records "$p" deny)"
 	sb_assert_eq "late cgroups: metrics" "$((ca + 1)) $((cd + 1)) $cw" \
 		"$(snapshot)"
 }
@@ -222,44 +189,49 @@ test_late_cgroups() {
 test_prefix_sibling() {
 	local p ca cd cw
 	read -r ca cd cw <<<"$(snapshot)"
-	p=$(dial /client-evil)
+	p=$(enf_connect /client-evil --to "$TCP")
 	sb_assert_json "/client-evil: EPERM" '.results == {"EPERM": 1}' \
-		"$(tail -n 1 "$(sb_out "$p")")"
-	sb_wait_for "/client-evil: deny record" 20 records_ge "$p" deny 1
+		"$(enf_result "$p")"
+	sb_wait_for "/client-evil: deny record" 20 enf_records_ge "$p" deny 1
 	sb_assert_json "/client-evil: named world, not client" \
 		"all(.[]; .src == \"world\" and .reason == \"no_rule\" and
-		  .cgroup == \"$SB_CGROOT/client-evil\")" "$(records "$p" deny)"
-	p=$(dial /client)
+		  .cgroup == \"$SB_CGROOT/client-evil\")" \
+		"$(enf_records "$p" deny)"
+	p=$(enf_connect /client --to "$TCP")
 	sb_assert_json "/client itself: passes" '.results == {"ok": 1}' \
-		"$(tail -n 1 "$(sb_out "$p")")"
+		"$(enf_result "$p")"
 	sb_assert_eq "prefix sibling: metrics" \
 		"$((ca + 1)) $cd $((cw + 1))" "$(snapshot)"
+}
+
+# The policy with service newcomer (cgroup /newcomer) and a rule that lets
+# it reach server.
+add_newcomer() {
+	sed -e "s|^rules:|  newcomer:\n    cgroups: [$SB_CGROOT/newcomer]\nrules:|" \
+		-e '$a\  - {from: [newcomer], to: [server], ports: [8080]}' \
+		"$ENF_POLICY" | enf_policy
 }
 
 # A socket made in a cgroup that a reload then makes a service's takes
 # that service when its own process, still there, first uses it: the
 # cgroup that made it is the service's now.
 test_service_after_socket() {
-	local m go=$SB_WORK/go.reload gen
+	local m go=$SB_WORK/go.reload
 	m=$(sb_run /newcomer n "$SMSOCK" move --to "$TCP" --go "$go")
 	sb_wait_ready "$m" 30 created
-	gen=$(sb_metric sockmesh sockmesh_policy_generation)
-	sed -e "s|^rules:|  newcomer:\n    cgroups: [$SB_CGROOT/newcomer]\nrules:|" \
-		-e '$a\  - {from: [newcomer], to: [server], ports: [8080]}' \
-		"$SB_WORK/policy.yaml" >"$SB_WORK/policy.yaml.new"
-	mv "$SB_WORK/policy.yaml.new" "$SB_WORK/policy.yaml"
-	sb_wait_for "policy reloaded" 20 sb_metric_ge sockmesh \
-		sockmesh_policy_generation "" "$((gen + 1))"
+	enf_reload add_newcomer
 	touch "$go"
 	sb_wait "$m" 20 || sb_fail "smsock move failed"
 	sb_assert_json "socket made before its cgroup was a service's: passes" \
 		'.result == "ok" and .reply == "tcp"' \
-		"$(tail -n 1 "$(sb_out "$m")")"
-	sb_wait_for "newcomer: connect record" 20 records_ge "$m" connect 1
+		"$(enf_result "$m")"
+	sb_wait_for "newcomer: connect record" 20 enf_records_ge "$m" connect 1
 	sb_assert_json "newcomer: named after its cgroup's service" \
 		"all(.[]; .src == \"newcomer\" and .rule == 1 and
-		  .cgroup == \"$SB_CGROOT/newcomer\")" "$(records "$m" connect)"
-	sb_assert_eq "newcomer: counted" 1 "$(conns newcomer server allowed)"
+		  .cgroup == \"$SB_CGROOT/newcomer\")" \
+		"$(enf_records "$m" connect)"
+	sb_assert_eq "newcomer: counted" 1 \
+		"$(enf_conns newcomer server allowed)"
 }
 
 test_move

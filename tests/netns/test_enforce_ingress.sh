@@ -20,13 +20,11 @@
 # is a VIP (port 80) whose backend listens on node-b's port 9091: a rule
 # names the port dialled, 80, and node-b lets in what it translated to.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
+# shellcheck source=tests/netns/enforce_lib.sh
+source "$(dirname "$0")/enforce_lib.sh"
 
 sb_need_root
-sb_need_cmd jq ip curl
-sb_need_build "$SB_SMTEST"
-sb_need_agent
+enf_need
 sb_init
 
 SM=$SB_SMTEST
@@ -44,10 +42,8 @@ sb_veth a "$A4/24,$A6/64" b "$B4/24,$B6/64"
 sb_veth c "$C4/24" b 198.18.51.2/24
 sb_route c "$B4/32" 198.18.51.2
 
-for cg in /node-a/client /node-b/server /node-b/neighbour /node-b/legacy \
-	/node-b/reviews; do
-	sb_cgroup "$cg" >/dev/null
-done
+enf_cgroups /node-a/client /node-b/server /node-b/neighbour /node-b/legacy \
+	/node-b/reviews
 
 # Both nodes know both services; each has the cgroups of its own.
 cat >"$SB_WORK/node-a.yaml" <<EOF
@@ -103,16 +99,10 @@ FLOWS_B=$(sb_agent node-b flows)
 
 SLOG=$SB_WORK/server.jsonl
 for port in 8080 8081; do
-	pid=$(sb_run /node-b/server b "$SM" serve --listen "[::]:$port" \
-		--tag "srv$port" --log "$SLOG" --timeout 280)
-	sb_wait_ready "$pid" 30
+	enf_serve /node-b/server b "[::]:$port" "srv$port" --log "$SLOG"
 done
-pid=$(sb_run /node-b/legacy b "$SM" serve --listen "$B4:9090" --tag legacy \
-	--timeout 280)
-sb_wait_ready "$pid" 30
-pid=$(sb_run /node-b/reviews b "$SM" serve --listen "$B4:9091" --tag reviews \
-	--log "$SLOG" --timeout 280)
-sb_wait_ready "$pid" 30
+enf_serve /node-b/legacy b "$B4:9090" legacy
+enf_serve /node-b/reviews b "$B4:9091" reviews --log "$SLOG"
 
 # sockmesh_connections_total of node NODE for SRC -> server, VERDICT.
 # ... or for SRC -> DST_SVC when a fourth argument names it.

@@ -13,28 +13,23 @@
 # attached with multi (our links always are), and a program's allow
 # cannot clear an error set after it ran: that is why we always win.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
+# shellcheck source=tests/netns/enforce_lib.sh
+source "$(dirname "$0")/enforce_lib.sh"
 
 sb_need_root
-sb_need_cmd jq ip curl bpftool clang
-sb_need_build "$SB_SMTEST"
-sb_need_agent
+sb_need_cmd bpftool clang
+enf_need
 sb_init
 
-SM=$SB_SMTEST
 SRV4=198.18.70.1
 SRV6=fd00:70::1
 
 sb_netns n "$SRV4/32" "$SRV6/128"
-for cg in /server /apps/client /apps/intruder; do
-	sb_cgroup "$cg" >/dev/null
-done
+enf_cgroups /server /apps/client /apps/intruder
 APPS=$SB_CGMOUNT$SB_CGROOT/apps
 INTRUDER=$APPS/intruder
 
-policy=$SB_WORK/policy.yaml
-cat >"$policy" <<EOF
+enf_policy <<EOF
 apiVersion: sockmesh/v1
 node: node-override
 services:
@@ -49,15 +44,10 @@ services:
 rules:
   - {from: [client], to: [server], ports: [8080, 5353]}
 EOF
-sb_agent_start sockmesh "$policy" --timeout 120
-FLOWS=$(sb_agent sockmesh flows)
+enf_agent
 
-pid=$(sb_run /server n "$SM" serve --listen '[::]:8080' --tag tcp \
-	--timeout 280)
-sb_wait_ready "$pid" 30
-pid=$(sb_run /server n "$SM" serve --udp --listen "$SRV4:5353" --tag udp \
-	--timeout 280)
-sb_wait_ready "$pid" 30
+enf_serve /server n '[::]:8080' tcp
+enf_serve /server n "$SRV4:5353" udp --udp
 
 # Their programs: built here, loaded and pinned in the sandbox's bpffs.
 FOREIGN=$SB_WORK/bpffs/foreign
@@ -117,29 +107,6 @@ runs() {
 		jq '.[0].formatted.value[".bss"][] | select(has("runs")) | .runs'
 }
 
-conns() {
-	sb_metric sockmesh sockmesh_connections_total \
-		"src=\"$1\",dst=\"server\",verdict=\"$2\""
-}
-
-deny_records() {
-	jq -sc --argjson pid "$1" 'map(select(.pid == $pid and
-		.event == "deny"))' "$FLOWS"
-}
-
-deny_recorded() {
-	[[ $(deny_records "$1" | jq length) -ge 1 ]]
-}
-
-# Run smtest connect ARGS... in cgroup CG; prints "pid".
-run() {
-	local cg=$1 p
-	shift
-	p=$(sb_run "$cg" n "$SM" connect "$@")
-	sb_wait "$p" 30 || sb_fail "smtest connect $* failed"
-	echo "$p"
-}
-
 # Our verdicts, with their programs in the way: the intruder's TCP over
 # IPv4 and IPv6 and its UDP are denied, the client still gets through.
 # RUNS: how often their programs must have run meanwhile: each of the
@@ -148,29 +115,29 @@ run() {
 verdicts_hold() {
 	local what=$1 runs_expected=$2 r0 d0 a0 p out args
 	r0=$(runs)
-	d0=$(conns intruder denied)
-	a0=$(conns client allowed)
+	d0=$(enf_conns intruder server denied)
+	a0=$(enf_conns client server allowed)
 	for args in "--to $SRV4:8080" "--to [$SRV6]:8080" \
 		"--udp --unconnected --to $SRV4:5353"; do
 		# shellcheck disable=SC2086
-		p=$(run /apps/intruder $args)
-		out=$(tail -n 1 "$(sb_out "$p")")
+		p=$(enf_connect /apps/intruder $args)
+		out=$(enf_result "$p")
 		sb_assert_json "$what: intruder $args: EPERM" \
 			'.results == {"EPERM": 1} and .tags == {}' "$out"
-		sb_wait_for "$what: deny recorded" 20 deny_recorded "$p"
+		sb_wait_for "$what: deny recorded" 20 enf_records_ge "$p" deny 1
 		sb_assert_json "$what: intruder $args: deny by no_rule" \
 			'length == 1 and all(.[]; .src == "intruder" and
 			 .dst == "server" and .reason == "no_rule")' \
-			"$(deny_records "$p")"
+			"$(enf_records "$p" deny)"
 	done
-	p=$(run /apps/client --to "$SRV4:8080")
+	p=$(enf_connect /apps/client --to "$SRV4:8080")
 	sb_assert_json "$what: client still gets through" \
 		'.results == {"ok": 1} and .tags == {"tcp": 1}' \
-		"$(tail -n 1 "$(sb_out "$p")")"
+		"$(enf_result "$p")"
 	sb_assert_eq "$what: 3 denies counted" "$((d0 + 3))" \
-		"$(conns intruder denied)"
+		"$(enf_conns intruder server denied)"
 	sb_assert_eq "$what: 1 allowed counted" "$((a0 + 1))" \
-		"$(conns client allowed)"
+		"$(enf_conns client server allowed)"
 	# Proof their programs were in the path (or not): one run per call.
 	sb_assert_eq "$what: their programs ran $runs_expected times" \
 		"$((r0 + runs_expected))" "$(runs)"
@@ -206,13 +173,13 @@ test_restarts() {
 	verdicts_hold "theirs on two levels" 7
 
 	sb_agent_stop sockmesh
-	sb_agent_start sockmesh "$policy" --timeout 120
+	enf_agent
 	sb_assert_eq "agent restarted: theirs untouched" "$before" \
 		"$(theirs "$APPS") $(theirs "$INTRUDER")"
 	verdicts_hold "after our restart" 7
 
 	sb_agent_kill sockmesh
-	sb_agent_start sockmesh "$policy" --timeout 120
+	enf_agent
 	sb_assert_eq "agent killed and started: theirs untouched" "$before" \
 		"$(theirs "$APPS") $(theirs "$INTRUDER")"
 	verdicts_hold "after our crash and start" 7

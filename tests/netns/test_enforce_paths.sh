@@ -12,17 +12,13 @@
 # is EDESTADDRREQ, and a second connect() of a connected TCP socket is
 # EISCONN, whatever the policy says.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
+# shellcheck source=tests/netns/enforce_lib.sh
+source "$(dirname "$0")/enforce_lib.sh"
 
 sb_need_root
-sb_need_cmd jq ip curl
-sb_need_build "$SB_SMTEST" "$SB_BUILD/tests/smsock"
-sb_need_agent
+enf_need "$SMSOCK"
 sb_init
 
-SM=$SB_SMTEST
-SMSOCK=$SB_BUILD/tests/smsock
 SRV4=198.18.40.1
 SRV6=fd00:40::1
 
@@ -30,8 +26,7 @@ sb_netns n "$SRV4/32" "$SRV6/128"
 # Fast Open is a per-namespace sysctl: 3 = client and server.
 sb_exec "" n sysctl -qw net.ipv4.tcp_fastopen=3
 
-policy=$SB_WORK/policy.yaml
-cat >"$policy" <<EOF
+enf_policy <<EOF
 apiVersion: sockmesh/v1
 node: node-paths
 services:
@@ -48,23 +43,14 @@ rules:
   - {from: [client], to: [server], ports: [8080, 8081, 5353]}
 EOF
 # The service cgroups exist before the agent resolves the policy.
-sb_cgroup /server >/dev/null
-sb_cgroup /client >/dev/null
-sb_cgroup /intruder >/dev/null
-sb_agent_start sockmesh "$policy" --timeout 120
-FLOWS=$(sb_agent sockmesh flows)
+enf_cgroups /server /client /intruder
+enf_agent
 
 # Dual-stack servers take IPv4, IPv6 and IPv4-mapped clients alike.
 SLOG=$SB_WORK/server.jsonl
-srv=$(sb_run /server n "$SM" serve --listen '[::]:8080' --tag tcp \
-	--log "$SLOG" --timeout 280)
-sb_wait_ready "$srv" 30
-tfo=$(sb_run /server n "$SM" serve --listen "$SRV4:8081" --tag tfo \
-	--fastopen --log "$SLOG" --timeout 280)
-sb_wait_ready "$tfo" 30
-udp=$(sb_run /server n "$SM" serve --udp --listen '[::]:5353' --tag udp \
-	--log "$SLOG" --timeout 280)
-sb_wait_ready "$udp" 30
+enf_serve /server n '[::]:8080' tcp --log "$SLOG"
+enf_serve /server n "$SRV4:8081" tfo --fastopen --log "$SLOG"
+enf_serve /server n '[::]:5353' udp --udp --log "$SLOG"
 
 # Run a client in cgroup CG and wait for it; prints its pid. Its JSON
 # output is in $(sb_out PID).
@@ -74,23 +60,6 @@ client() {
 	pid=$(sb_run "$cg" n "$@")
 	sb_wait "$pid" 60 || sb_fail "client $* exited with an error"
 	echo "$pid"
-}
-
-# sockmesh_connections_total for SRC -> server with VERDICT.
-conns() {
-	sb_metric sockmesh sockmesh_connections_total \
-		"src=\"$1\",dst=\"server\",verdict=\"$2\""
-}
-
-# The flow log records of process PID with event EVENT, as a JSON array.
-records() {
-	jq -sc --argjson pid "$1" --arg ev "$2" \
-		'map(select(.pid == $pid and .event == $ev))' "$FLOWS"
-}
-
-# True once process PID has N records of event EVENT in the flow log.
-records_ge() {
-	[[ -s $FLOWS ]] && (($(records "$1" "$2" | jq length) >= $3))
 }
 
 # True once the servers logged N requests.
@@ -108,20 +77,20 @@ check_path() {
 	shift 3
 	tag=$([[ $proto == udp ]] && echo udp || echo tcp)
 	[[ " $* " != *" --fastopen"* ]] || tag=tfo
-	d0=$(conns intruder denied)
-	a0=$(conns client allowed)
+	d0=$(enf_conns intruder server denied)
+	a0=$(enf_conns client server allowed)
 	s0=$(wc -l <"$SLOG")
 
 	# Denied: EPERM at once, nothing reaches the server.
-	pid=$(client /intruder "$SM" connect --count "$N" "$@")
-	out=$(tail -n 1 "$(sb_out "$pid")")
+	pid=$(client /intruder "$SB_SMTEST" connect --count "$N" "$@")
+	out=$(enf_result "$pid")
 	sb_assert_json "$name: intruder gets EPERM" \
 		".results == {\"EPERM\": $N} and .tags == {}" "$out"
 	sb_assert_le "$name: EPERM at once (ms)" \
 		"$(sb_json .first_errno_ms "$out")" 1500
 	sb_assert_eq "$name: $N denies counted" "$((d0 + N))" \
-		"$(conns intruder denied)"
-	sb_wait_for "$name: $N deny records" 20 records_ge "$pid" deny "$N"
+		"$(enf_conns intruder server denied)"
+	sb_wait_for "$name: $N deny records" 20 enf_records_ge "$pid" deny "$N"
 	sb_assert_json "$name: deny records name the decision" \
 		"length == $N and all(.[];
 		  .src == \"intruder\" and .dst == \"server\" and
@@ -129,24 +98,25 @@ check_path() {
 		  .proto == \"$proto\" and .orig_dst == \"$orig\" and
 		  .comm == \"smtest\" and .side == \"client\" and
 		  .cgroup == \"$SB_CGROOT/intruder\")" \
-		"$(records "$pid" deny)"
+		"$(enf_records "$pid" deny)"
 
 	# Allowed: the server's reply arrives.
-	pid=$(client /client "$SM" connect --count "$N" "$@")
-	out=$(tail -n 1 "$(sb_out "$pid")")
+	pid=$(client /client "$SB_SMTEST" connect --count "$N" "$@")
+	out=$(enf_result "$pid")
 	sb_assert_json "$name: client gets the reply" \
 		".results == {\"ok\": $N} and .tags == {\"$tag\": $N}" "$out"
 	sb_assert_eq "$name: $N allowed counted" "$((a0 + N))" \
-		"$(conns client allowed)"
-	sb_wait_for "$name: $N connect records" 20 records_ge "$pid" connect "$N"
+		"$(enf_conns client server allowed)"
+	sb_wait_for "$name: $N connect records" 20 enf_records_ge "$pid" \
+		connect "$N"
 	sb_assert_json "$name: connect records" \
 		"length == $N and all(.[];
 		  .src == \"client\" and .dst == \"server\" and
 		  .verdict == \"allowed\" and .reason == \"rule\" and
 		  .rule == 0 and .proto == \"$proto\" and
-		  .orig_dst == \"$orig\")" "$(records "$pid" connect)"
+		  .orig_dst == \"$orig\")" "$(enf_records "$pid" connect)"
 	sb_assert_eq "$name: no deny records for client" 0 \
-		"$(records "$pid" deny | jq length)"
+		"$(enf_records "$pid" deny | jq length)"
 
 	# The servers saw the client's requests, whole, and nothing else.
 	sb_wait_for "$name: servers logged $N requests" 20 served_eq \
@@ -221,7 +191,7 @@ test_no_address() {
 				what="$cg, v$fam${how:+, sendmsg}"
 				pid=$(client "$cg" "$SMSOCK" noaddr --family "$fam" \
 					$how)
-				out=$(tail -n 1 "$(sb_out "$pid")")
+				out=$(enf_result "$pid")
 				sb_assert_json "no address ($what): EDESTADDRREQ" \
 					'.result == "EDESTADDRREQ"' "$out"
 			done
@@ -238,12 +208,12 @@ test_connect_again() {
 	sb_assert_json "client: second connect() is the kernel's EISCONN" \
 		'.again == "EISCONN"' "$(head -n 1 "$(sb_out "$pid")")"
 	sb_assert_json "client: first connect() passed" '.result == "ok"' \
-		"$(tail -n 1 "$(sb_out "$pid")")"
+		"$(enf_result "$pid")"
 	pid=$(client /intruder "$SMSOCK" again --to "$SRV4:8080")
 	sb_assert_json "intruder: both connect() calls EPERM" \
 		'.again == "EPERM"' "$(head -n 1 "$(sb_out "$pid")")"
 	sb_assert_json "intruder: first connect() EPERM" '.result == "EPERM"' \
-		"$(tail -n 1 "$(sb_out "$pid")")"
+		"$(enf_result "$pid")"
 	# The server logs the client's one connection when it closes.
 	sb_wait_for "again: the server logged one connection" 20 served_eq \
 		"$((s0 + 1))"
@@ -259,6 +229,6 @@ test_no_address
 # connection the servers logged came from the client's runs.
 sb_assert_eq "no records of the intruder but denies" "[]" \
 	"$(jq -sc 'map(select(.src == "intruder" and .event != "deny"))' \
-		"$FLOWS")"
+		"$ENF_FLOWS")"
 sb_assert_eq "agent kept up: no events lost" 0 \
 	"$(sb_metric sockmesh sockmesh_events_lost_total)"

@@ -11,17 +11,12 @@
 # start on a bad file: on a first install it leaves nothing pinned or
 # attached, and on a restart the programs already attached keep enforcing.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
 
 sb_need_root
 sb_init
 ops_node
-
-mkdir "$SB_WORK/policy"
-P=$SB_WORK/policy/policy.yaml
 
 # Bad variants of generation GEN, printed. The first line of each is
 # "LINE:COL: MESSAGE-REGEX", what the error must say; the policy follows.
@@ -94,14 +89,15 @@ metric_is() {
 # --- a first install on a bad file: refused, nothing loaded ---
 
 bad bad_field 0
-printf '%s\n' "$TEXT" >"$P"
+printf '%s\n' "$TEXT" >"$OPS_POLICY"
 want=$WANT
-sb_agent_start first "$P" --no-wait -- --map-size rule=16
+sb_agent_start first "$OPS_POLICY" --no-wait -- --map-size rule=16
 rc=0
 sb_wait "$(sb_agent first pid)" "$OPS_AGENT_TIMEOUT" || rc=$?
 sb_assert_eq "first start on a bad file: exit status" 1 "$rc"
-grep -Eq "^$P:${want//\'/\'}" "$(sb_agent first log)" ||
-	sb_fail "first start: no '$P:$want' in $(cat "$(sb_agent first log)")"
+grep -Eq "^$OPS_POLICY:${want//\'/\'}" "$(sb_agent first log)" ||
+	sb_fail "first start: no '$OPS_POLICY:$want' in" \
+		"$(cat "$(sb_agent first log)")"
 echo "ok: first start: the located error on stderr"
 sb_assert_eq "first start: nothing pinned" "" \
 	"$(find "$(sb_agent first bpffs)" -mindepth 1)"
@@ -109,12 +105,12 @@ sb_assert_eq "first start: nothing attached" "" "$(ops_cgroup_progs)"
 
 # Too big for the maps is found once they are made: they go again.
 bad bad_too_big 0
-printf '%s\n' "$TEXT" >"$P"
-sb_agent_start first2 "$P" --no-wait -- --map-size rule=16
+printf '%s\n' "$TEXT" >"$OPS_POLICY"
+sb_agent_start first2 "$OPS_POLICY" --no-wait -- --map-size rule=16
 rc=0
 sb_wait "$(sb_agent first2 pid)" "$OPS_AGENT_TIMEOUT" || rc=$?
 sb_assert_eq "first start, too big: exit status" 1 "$rc"
-grep -Eq "^$P: ${WANT#*: }" "$(sb_agent first2 log)" ||
+grep -Eq "^$OPS_POLICY: ${WANT#*: }" "$(sb_agent first2 log)" ||
 	sb_fail "first start, too big: no reason in $(cat "$(sb_agent first2 log)")"
 echo "ok: first start, too big: the reason on stderr"
 sb_assert_eq "first start, too big: nothing left pinned" "" \
@@ -123,8 +119,8 @@ sb_assert_eq "first start, too big: nothing attached" "" "$(ops_cgroup_progs)"
 
 # --- the agent runs; bad files come and go ---
 
-ops_write "$P" "$(ops_policy 0)"
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT" -- --map-size rule=16
+ops_write "$OPS_POLICY" "$(ops_policy 0)"
+ops_agent -- --map-size rule=16
 LOG=$(sb_agent sockmesh log)
 PID=$(sb_agent sockmesh pid)
 sb_assert_eq "sockmesh_map_capacity{map=\"sm_rule\"}" 16 \
@@ -142,9 +138,10 @@ for kind in bad_syntax bad_field bad_service bad_too_big; do
 	bad "$kind" "$gen"
 	want=$WANT
 	loc=${want%%: *}
-	[[ $loc == 0:0 ]] && re="$P: ${want#*: }" || re="$P:$want"
+	re=$OPS_POLICY:$want
+	[[ $loc != 0:0 ]] || re="$OPS_POLICY: ${want#*: }"
 
-	ops_write "$P" "$TEXT"
+	ops_write "$OPS_POLICY" "$TEXT"
 	sb_wait_for "$kind: reloads_total{result=\"error\"} + 1" 20 \
 		metric_is sockmesh_policy_reloads_total 'result="error"' $((e0 + 1))
 	status=$(ops_get /v1/status)
@@ -159,7 +156,7 @@ for kind in bad_syntax bad_field bad_service bad_too_big; do
 	kill -0 "$PID" || sb_fail "$kind: the agent is gone"
 
 	# The next good file applies.
-	ops_write "$P" "$(ops_policy "$gen")"
+	ops_write "$OPS_POLICY" "$(ops_policy "$gen")"
 	sb_wait_for "$kind: then generation $gen applies" 20 \
 		metric_is sockmesh_policy_generation "" $((g0 + 1))
 	sb_assert_json "$kind: last_error cleared" '.last_error == null' \
@@ -178,22 +175,23 @@ sb_assert_eq "the same agent all along" "$PID" "$(sb_agent sockmesh pid)"
 links=$(ops_pinned_links)
 sb_agent_stop sockmesh
 bad bad_syntax "$gen"
-printf '%s\n' "$TEXT" >"$P"
+printf '%s\n' "$TEXT" >"$OPS_POLICY"
 want=$WANT
 n=$(wc -l <"$LOG")
-sb_agent_start sockmesh "$P" --no-wait -- --map-size rule=16
+sb_agent_start sockmesh "$OPS_POLICY" --no-wait -- --map-size rule=16
 rc=0
 sb_wait "$(sb_agent sockmesh pid)" "$OPS_AGENT_TIMEOUT" || rc=$?
 sb_assert_eq "restart on a bad file: exit status" 1 "$rc"
-tail -n +$((n + 1)) "$LOG" | grep -Eq "^$P:$want" ||
-	sb_fail "restart: no '$P:$want' in: $(tail -n +$((n + 1)) "$LOG")"
+tail -n +$((n + 1)) "$LOG" | grep -Eq "^$OPS_POLICY:$want" ||
+	sb_fail "restart: no '$OPS_POLICY:$want' in:" \
+		"$(tail -n +$((n + 1)) "$LOG")"
 echo "ok: restart: the located error on stderr"
 sb_assert_eq "restart refused: links and programs untouched" "$links" \
 	"$(ops_pinned_links)"
 assert_web "no agent, restart refused" "$web"
 
-ops_write "$P" "$(ops_policy $((gen - 1)))"
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT" -- --map-size rule=16
+ops_write "$OPS_POLICY" "$(ops_policy $((gen - 1)))"
+ops_agent -- --map-size rule=16
 sb_assert_eq "good file again: the same generation" "$((g0 + 1))" \
 	"$(metric sockmesh_policy_generation)"
 assert_web "restarted" "$web"

@@ -15,8 +15,6 @@
 # The load (allowed VIP, allowed endpoint, denied endpoint) runs through
 # all of it and must never see a wrong verdict.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
 
@@ -24,15 +22,13 @@ sb_need_root
 sb_init
 ops_node
 
-mkdir "$SB_WORK/policy"
-P=$SB_WORK/policy/policy.yaml
 M=$SB_BPFFS/maps
 QUOTA='quotas:
   - {from: client, to: stable, max_concurrent: 100}'
 
 # Policy: generation 0 with N extra services and the quota.
 policy() {
-	ops_write "$P" "$(ops_policy 0 "$1")
+	ops_write "$OPS_POLICY" "$(ops_policy 0 "$1")
 $QUOTA"
 }
 
@@ -59,7 +55,7 @@ metric() {
 }
 
 policy 10
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT" -- "${small[@]}"
+ops_agent -- "${small[@]}"
 LOG=$(sb_agent sockmesh log)
 links0=$(ops_pinned_links | awk '{ print $1, $2 }')
 sb_assert_eq "rule map: 2 slots of 64" 128 "$(map_max sm_rule)"
@@ -91,7 +87,7 @@ n=$(wc -l <"$LOG")
 sb_agent_stop sockmesh
 before=$(ops_load_runs locked)
 sb_wait_for "load rounds with no agent" 60 ops_load_runs_ge locked $((before + 2))
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT" -- "${big[@]}"
+ops_agent -- "${big[@]}"
 
 sb_assert_eq "rule map now 2 slots of 1024" 2048 "$(map_max sm_rule)"
 sb_assert_eq "sockmesh_map_capacity{map=\"sm_rule\"}" 1024 \
@@ -146,14 +142,14 @@ sb_assert_le "... within the new 1024" "$entries" 1024
 # The same sizes again: everything adopted as it is.
 id1=$(map_id sm_rule)
 sb_agent_stop sockmesh
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT" -- "${big[@]}"
+ops_agent -- "${big[@]}"
 sb_assert_eq "same sizes: the rule map adopted" "$id1" "$(map_id sm_rule)"
 
 # --- 2. maps too small for the policy in force ---
 
 n=$(wc -l <"$LOG")
 sb_agent_stop sockmesh
-sb_agent_start sockmesh "$P" --no-wait -- "${small[@]}"
+sb_agent_start sockmesh "$OPS_POLICY" --no-wait -- "${small[@]}"
 rc=0
 sb_wait "$(sb_agent sockmesh pid)" "$OPS_AGENT_TIMEOUT" || rc=$?
 sb_assert_eq "too small for the policy: refused" 1 "$rc"
@@ -182,7 +178,7 @@ read -ra bytes <<<"$val"
 bytes[4]=99
 bpftool map update pinned "$M/sm_active" key 0 0 0 0 value "${bytes[@]}"
 n=$(wc -l <"$LOG")
-sb_agent_start sockmesh "$P" --no-wait -- "${big[@]}"
+sb_agent_start sockmesh "$OPS_POLICY" --no-wait -- "${big[@]}"
 rc=0
 sb_wait "$(sb_agent sockmesh pid)" "$OPS_AGENT_TIMEOUT" || rc=$?
 sb_assert_eq "schema 99: refused" 1 "$rc"
@@ -200,7 +196,7 @@ sb_assert_eq "schema refused: the rule map untouched" "$id1" \
 # Put the schema back: the agent starts again.
 bytes[4]=1
 bpftool map update pinned "$M/sm_active" key 0 0 0 0 value "${bytes[@]}"
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT" -- "${big[@]}"
+ops_agent -- "${big[@]}"
 ops_assert_one_per_hook "started again: one program per hook" >/dev/null
 
 # --- the load, through all of it ---

@@ -7,18 +7,13 @@
 # or with a wrong one; 400 with the located errors for a bad body, which
 # changes nothing; 200 for a good body, which is then in force.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
 
 sb_need_root
 sb_init
-ops_node
+ops_node 0
 
-mkdir "$SB_WORK/policy"
-P=$SB_WORK/policy/policy.yaml
-ops_write "$P" "$(ops_policy 0)"
 TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 printf '%s\n' "$TOKEN" >"$SB_WORK/token"
 ops_policy 1 >"$SB_WORK/gen1.yaml"
@@ -56,21 +51,22 @@ web_result() {
 
 # Sandboxed flags all the same, should it start after all.
 rc=0
-timeout 20 "$SB_BUILD/sockmesh-agent" --policy "$P" --allow-policy-put \
-	--cgroup "$SB_CGROOT" --bpffs "$SB_WORK/bpffs/noflag" \
-	--listen "127.0.0.1:$(sb_port)" --flow-log "" \
+timeout 20 "$SB_BUILD/sockmesh-agent" --policy "$OPS_POLICY" \
+	--allow-policy-put --cgroup "$SB_CGROOT" \
+	--bpffs "$SB_WORK/bpffs/noflag" --listen "127.0.0.1:$(sb_port)" \
+	--flow-log "" \
 	>"$SB_WORK/noflag.out" 2>&1 || rc=$?
 sb_assert_eq "--allow-policy-put without --token-file: refused" 1 "$rc"
 sb_assert_match "... saying why" "needs --token-file" \
 	"$(cat "$SB_WORK/noflag.out")"
 
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT"
+ops_agent
 r=$(put "$SB_WORK/gen1.yaml")
 sb_assert_eq "off, no token configured: 403" 403 "${r%% *}"
 sb_assert_match "403 says how to turn it on" "allow-policy-put" "$r"
 
 sb_agent_stop sockmesh
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT" -- --token-file "$SB_WORK/token"
+ops_agent -- --token-file "$SB_WORK/token"
 r=$(put "$SB_WORK/gen1.yaml" -H "$(auth "$TOKEN")")
 sb_assert_eq "off, with the token: 403" 403 "${r%% *}"
 r=$(put "$SB_WORK/gen1.yaml")
@@ -80,8 +76,7 @@ sb_assert_eq "nothing applied" '{"ok":1}' "$(web_result)"
 # --- on ---
 
 sb_agent_stop sockmesh
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT" -- --allow-policy-put \
-	--token-file "$SB_WORK/token"
+ops_agent -- --allow-policy-put --token-file "$SB_WORK/token"
 g0=$(metric sockmesh_policy_generation)
 e0=$(metric sockmesh_policy_reloads_total 'result="error"')
 

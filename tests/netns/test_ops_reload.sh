@@ -22,8 +22,6 @@
 # added answer as it says); sockmesh_policy_generation went up by exactly
 # 100, and so did reloads_total{result="success"}, with no error.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
 

@@ -13,19 +13,13 @@
 # the bpf links stay the same (updated in place, never detached) and so
 # do the pinned maps and the policy generation (adopted, not rebuilt).
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
 
 sb_need_root
 sb_init
-ops_node
-
-mkdir "$SB_WORK/policy"
-P=$SB_WORK/policy/policy.yaml
-ops_write "$P" "$(ops_policy 0 3)"
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT"
+ops_node 0 3
+ops_agent
 LOG=$(sb_agent sockmesh log)
 
 ids=$(ops_assert_one_per_hook "first start: one program per hook")
@@ -54,7 +48,7 @@ restart() {
 		ops_load_runs_ge locked $((before + 3))
 
 	t0=$(_sb_now_ms)
-	sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT"
+	ops_agent
 	ms=$(($(_sb_now_ms) - t0))
 	sb_log "restart $n ($how): ready after $ms ms"
 	echo "$ms" >>"$SB_WORK/restart_ms"

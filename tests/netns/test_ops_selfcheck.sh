@@ -8,19 +8,13 @@
 # the agent attaches a new link in place of the dead one: ready again,
 # one program per hook, and the hook enforces again.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
 
 sb_need_root
 sb_init
-ops_node
-
-mkdir "$SB_WORK/policy"
-P=$SB_WORK/policy/policy.yaml
-ops_write "$P" "$(ops_policy 0)"
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT"
+ops_node 0
+ops_agent
 URL=$(sb_agent sockmesh url)
 LOG=$(sb_agent sockmesh log)
 
@@ -70,7 +64,7 @@ sb_assert_eq "without connect4, locked is reachable" '{"ok":1}' \
 
 # A restart repairs it: the dead link gives way to a new one.
 sb_agent_stop sockmesh
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT"
+ops_agent
 URL=$(sb_agent sockmesh url)
 sb_assert_eq "restarted: /readyz 200" 200 "$(readyz_code)"
 sb_assert_eq "restarted: 13 hooks at 1" 13 \

@@ -8,19 +8,13 @@
 # first, as an operator would, and once with it still running: the agent
 # then reports itself not ready, and its programs go when it stops.
 set -euo pipefail
-# shellcheck source=tests/lib/sandbox.sh
-source "$(dirname "$0")/../lib/sandbox.sh"
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
 
 sb_need_root
 sb_init
-ops_node
+ops_node 0
 sb_need_build "$SB_BUILD/sockmesh"
-
-mkdir "$SB_WORK/policy"
-P=$SB_WORK/policy/policy.yaml
-ops_write "$P" "$(ops_policy 0)"
 
 result() {
 	sb_exec /client node "$SB_SMTEST" connect --to "$1" --timeout-ms 10000 |
@@ -66,7 +60,7 @@ assert_clean() {
 
 # --- the agent stopped first ---
 
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT"
+ops_agent
 sb_assert_eq "managed: locked denied" '{"EPERM":1}' "$(result "$OPS_LOCKED")"
 sb_assert_eq "managed: the VIP works" '{"ok":1}' "$(result "$OPS_WEB")"
 agent_objs >"$SB_WORK/objs1"
@@ -86,7 +80,7 @@ sb_assert_match "a second uninstall: nothing to do" "^nothing to remove" "$out"
 # --- the agent still running ---
 
 mkdir -p "$SB_BPFFS"
-sb_agent_start sockmesh "$P" --timeout "$OPS_AGENT_TIMEOUT"
+ops_agent
 sb_assert_eq "managed again: locked denied" '{"EPERM":1}' \
 	"$(result "$OPS_LOCKED")"
 agent_objs >"$SB_WORK/objs2"

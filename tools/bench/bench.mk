@@ -8,6 +8,7 @@ CONNBENCH := $(OUTPUT)/tools/connbench
 bench-programs: $(CONNBENCH)
 all: bench-programs
 
+# It shares tests/helpers/helpers.h with the test helpers.
 $(CONNBENCH): tools/bench/connbench.c | $(OUTPUT)/tools
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) -MMD -MP $< -o $@
+	$(Q)$(CC) $(CFLAGS) -Itests/helpers -MMD -MP $< -o $@

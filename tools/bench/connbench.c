@@ -59,6 +59,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "helpers.h"
+
 #define MAX_LISTEN		8
 #define MAX_PARALLEL		4096
 #define BACKLOG			4096
@@ -68,112 +70,20 @@
 #define DEFAULT_SERVE_S		600
 #define EVENTS			64
 
-static volatile sig_atomic_t g_stop;
-
-struct addr {
-	struct sockaddr_storage ss;
-	socklen_t len;
-};
-
-static long long now_ns(void)
+/*
+ * "198.18.0.1:80" or "[fd00::1]:80". Port 0 is refused: nothing listens
+ * there and nothing can be dialled.
+ */
+static int bench_addr_parse(const char *str, struct addr *a)
 {
-	struct timespec ts;
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->ss;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	g_stop = 1;
-}
-
-/* No SA_RESTART: SIGTERM must wake epoll_wait() at once. */
-static void signals_install(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-}
-
-static void nofile_raise(void)
-{
-	struct rlimit rl;
-
-	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
-static int parse_long(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
+	if (addr_parse(str, FAM_AUTO, a))
 		return -EINVAL;
-	*out = v;
+	if (a->ss.ss_family == AF_INET ? !s4->sin_port : !s6->sin6_port)
+		return -EINVAL;
 	return 0;
-}
-
-/* "198.18.0.1:80" or "[fd00::1]:80". */
-static int addr_parse(const char *str, struct addr *a)
-{
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->ss;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&a->ss;
-	char host[INET6_ADDRSTRLEN];
-	const char *sep, *start = str;
-	size_t n;
-	long port;
-
-	memset(a, 0, sizeof(*a));
-	if (*str == '[') {
-		start++;
-		sep = strchr(str, ']');
-		if (!sep || sep[1] != ':')
-			return -EINVAL;
-		n = (size_t)(sep - start);
-		sep++;
-	} else {
-		sep = strrchr(str, ':');
-		if (!sep)
-			return -EINVAL;
-		n = (size_t)(sep - str);
-	}
-	if (!n || n >= sizeof(host) || parse_long(sep + 1, 1, 65535, &port))
-		return -EINVAL;
-	memcpy(host, start, n);
-	host[n] = '\0';
-
-	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((unsigned short)port);
-		a->len = sizeof(*s4);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((unsigned short)port);
-		a->len = sizeof(*s6);
-		return 0;
-	}
-	return -EINVAL;
-}
-
-static const char *errno_name(int err)
-{
-	const char *name = err ? strerrorname_np(err) : "none";
-
-	return name ? name : "unknown";
 }
 
 /* --- serve --- */
@@ -227,7 +137,8 @@ static int do_serve(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
-			if (n_listen == MAX_LISTEN || addr_parse(optarg, &a)) {
+			if (n_listen == MAX_LISTEN ||
+			    bench_addr_parse(optarg, &a)) {
 				fprintf(stderr, "connbench: --listen '%s': "
 					"expected ADDR:PORT (at most %d)\n",
 					optarg, MAX_LISTEN);
@@ -423,7 +334,8 @@ static void window_print(const struct window *w)
 	printf("\"seconds\":%.6f,\"conns\":%llu,\"rate\":%.1f,\"total\":%llu,"
 	       "\"errors\":%llu,\"first_errno\":\"%s\",\"stuck\":%d",
 	       w->secs, w->conns, w->secs > 0 ? w->conns / w->secs : 0.0,
-	       w->total, w->errors, errno_name(w->first_err), w->stuck);
+	       w->total, w->errors,
+	       w->first_err ? errno_name(w->first_err) : "none", w->stuck);
 }
 
 static int do_connect(int argc, char **argv)
@@ -444,7 +356,7 @@ static int do_connect(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
-			if (addr_parse(optarg, &to)) {
+			if (bench_addr_parse(optarg, &to)) {
 				fprintf(stderr, "connbench: --to '%s': expected "
 					"ADDR:PORT\n", optarg);
 				return 2;
@@ -519,7 +431,7 @@ static int target_parse(const char *arg, struct target *t)
 	if (!slash || slash == t->tree)
 		return -EINVAL;
 	*slash = '\0';
-	return addr_parse(c2 + 1, &t->to);
+	return bench_addr_parse(c2 + 1, &t->to);
 }
 
 /* CPU time (us) used so far by the processes of a cgroup subtree. */
@@ -777,7 +689,8 @@ int main(int argc, char **argv)
 		usage();
 		return 2;
 	}
-	signals_install();
+	stop_signals_install(0);
+	signal(SIGPIPE, SIG_IGN);
 	nofile_raise();
 	if (!strcmp(argv[1], "serve"))
 		return do_serve(argc - 1, argv + 1);
