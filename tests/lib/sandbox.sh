@@ -497,6 +497,23 @@ sb_wait_ready() {
 	done
 }
 
+# Run CMD in CGROUP and NETNS like sb_run, wait for it (bounded by
+# TIMEOUT_S) and take its last output line, a JSON object: sets SB_PID and
+# SB_OUT. Fails with the program's stderr if it exits non-zero or prints
+# no JSON object last.
+sb_run_json() {
+	local timeout=$1 cg=$2 ns=$3 rc=0
+	shift 3
+	sb_run "$cg" "$ns" "$@" >/dev/null
+	sb_wait "$SB_PID" "$timeout" || rc=$?
+	SB_OUT=$(tail -n 1 "$(sb_out "$SB_PID")")
+	if ((rc != 0)) || [[ $SB_OUT != \{* ]]; then
+		sed 's/^/  | /' "$(sb_err "$SB_PID")" >&2 || true
+		sb_fail "${1##*/} ${*:2} in ${cg:-host}/${ns:-root}: exit" \
+			"status $rc, output '${SB_OUT:0:300}'"
+	fi
+}
+
 # Wait (bounded) until PID is gone; returns its exit status when it is a
 # child of this shell (sb_run called directly, not inside $(...)), else 0.
 sb_wait() {

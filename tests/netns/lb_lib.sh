@@ -100,16 +100,10 @@ lb_served() {
 # the root one), wait (bounded) and set LB_OUT to the JSON it printed
 # last; fail the test if it did not run to the end.
 _lb_run() {
-	local cg=$1 rc=0 pid
+	local cg=$1
 	shift
-	sb_run "$cg" "${LB_RUN_NS-node}" "$@" >/dev/null
-	pid=$SB_PID
-	sb_wait "$pid" 300 || rc=$?
-	LB_OUT=$(tail -n 1 "$(sb_out "$pid")")
-	if ((rc != 0)) || [[ $LB_OUT != \{* ]]; then
-		sed 's/^/  | /' "$(sb_err "$pid")" >&2 || true
-		sb_fail "$* in $cg: exit status $rc, output '${LB_OUT:0:300}'"
-	fi
+	sb_run_json 300 "$cg" "${LB_RUN_NS-node}" "$@"
+	LB_OUT=$SB_OUT
 }
 
 # smtest ARGS... in CGROUP; LB_OUT is its JSON.

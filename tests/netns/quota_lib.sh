@@ -139,16 +139,11 @@ q_reload() {
 # Sets Q_PID and Q_OUT (the JSON it printed last); fails the test if
 # smtest does not finish cleanly.
 q_smtest() {
-	local cg=$1 rc=0
+	local cg=$1
 	shift
-	sb_run "$cg" node "$SB_SMTEST" "$@" >/dev/null
+	sb_run_json 180 "$cg" node "$SB_SMTEST" "$@"
 	Q_PID=$SB_PID
-	sb_wait "$Q_PID" 180 || rc=$?
-	Q_OUT=$(tail -n 1 "$(sb_out "$Q_PID")")
-	if ((rc != 0)) || [[ $Q_OUT != \{* ]]; then
-		sed 's/^/  | /' "$(sb_err "$Q_PID")" >&2 || true
-		sb_fail "smtest $* in $cg: exit status $rc, output '$Q_OUT'"
-	fi
+	Q_OUT=$SB_OUT
 }
 
 # True once process PID has printed its "held N" line.

@@ -146,15 +146,19 @@ sb_log "churn: $samples samples of the gauge, highest $max"
 sb_assert_ge "the gauge was sampled during the churn" "$samples" 5
 sb_assert_le "the gauge never showed more than $N" "$max" "$N"
 
-# What each churner saw: only what its target can give, or EDQUOT.
+# What each churner saw: only what its target can give, or EDQUOT. The
+# lost-SYN churner is done in a few milliseconds when the others hold
+# every unit all that time, so it need not have got one (the unit of a
+# connect given up on is test_quota_unestablished's).
 expect=("ok" "ok" "ECONNREFUSED" "ETIMEDOUT" "ENETUNREACH")
+least=(1 1 1 0 1)
 for i in "${!pids[@]}"; do
 	sb_wait "${pids[i]}" 60 || sb_fail "churner ${pids[i]} failed"
 	out=$(tail -n 1 "$(sb_out "${pids[i]}")")
 	sb_log "churner $i (${churn[i]%% *}): $(jq -c .results <<<"$out")"
 	sb_assert_json "churner $i: only ${expect[i]} and EDQUOT" \
 		"(.results | keys - [\"${expect[i]}\", \"EDQUOT\"]) == [] and
-		 (.results.\"${expect[i]}\" // 0) > 0" "$out"
+		 (.results.\"${expect[i]}\" // 0) >= ${least[i]}" "$out"
 done
 q_assert_active "churn over, every socket closed" client server 0
 sb_assert_eq "the server has nothing established" 0 "$(server_established)"
