@@ -21,32 +21,28 @@
 /* The main loop ticks every second; three missed ticks is a hang. */
 #define SM_HEARTBEAT_MAX_S 5
 
-static int h_metrics(const struct sm_http_req *req, struct sm_http_resp *resp,
-		     void *arg)
+static int h_metrics(const struct sm_http_req *req, struct sm_http_resp *resp, void *arg)
 {
 	(void)req;
 	resp->content_type = SM_PROM_CONTENT_TYPE;
 	return sm_metrics_render(arg, &resp->body, &resp->len);
 }
 
-static int h_healthz(const struct sm_http_req *req, struct sm_http_resp *resp,
-		     void *arg)
+static int h_healthz(const struct sm_http_req *req, struct sm_http_resp *resp, void *arg)
 {
 	struct sm_agent *a = arg;
 	struct json_object *o = json_object_new_object();
 	int alive = time(NULL) - a->heartbeat <= SM_HEARTBEAT_MAX_S, err;
 
 	(void)req;
-	json_object_object_add(o, "status", json_object_new_string(alive ? "ok" :
-								  "stalled"));
+	json_object_object_add(o, "status", json_object_new_string(alive ? "ok" : "stalled"));
 	err = sm_http_resp_json(resp, alive ? 200 : 503, o);
 	json_object_put(o);
 	return err;
 }
 
 /* Ready: a policy is in force and every program is attached. */
-static int h_readyz(const struct sm_http_req *req, struct sm_http_resp *resp,
-		    void *arg)
+static int h_readyz(const struct sm_http_req *req, struct sm_http_resp *resp, void *arg)
 {
 	struct sm_agent *a = arg;
 	struct json_object *o = json_object_new_object();
@@ -60,8 +56,8 @@ static int h_readyz(const struct sm_http_req *req, struct sm_http_resp *resp,
 	ready = a->policy && a->all_attached;
 	for (i = 0; i < a->dp.n_hooks; i++)
 		if (!a->hook_ok[i])
-			json_object_array_add(missing, json_object_new_string(
-							       a->dp.hooks[i].label));
+			json_object_array_add(missing,
+					      json_object_new_string(a->dp.hooks[i].label));
 	pthread_mutex_unlock(&a->lock);
 	json_object_object_add(o, "ready", json_object_new_boolean(ready));
 	json_object_object_add(o, "hooks_not_attached", missing);
@@ -75,8 +71,7 @@ static struct json_object *jstr(const char *s)
 	return json_object_new_string(s);
 }
 
-static int h_status(const struct sm_http_req *req, struct sm_http_resp *resp,
-		    void *arg)
+static int h_status(const struct sm_http_req *req, struct sm_http_resp *resp, void *arg)
 {
 	struct sm_agent *a = arg;
 	struct json_object *o = json_object_new_object();
@@ -93,19 +88,15 @@ static int h_status(const struct sm_http_req *req, struct sm_http_resp *resp,
 			       json_object_new_int64((int64_t)a->applier.generation));
 	json_object_object_add(o, "cgroup", jstr(a->cg_root));
 	json_object_object_add(o, "bpffs", jstr(a->opts.bpffs));
-	json_object_object_add(o, "adopted_pinned_state",
-			       json_object_new_boolean(a->dp.adopted));
+	json_object_object_add(o, "adopted_pinned_state", json_object_new_boolean(a->dp.adopted));
 	json_object_object_add(o, "started", json_object_new_int64(a->started));
 	json_object_object_add(reloads, "success", json_object_new_int64(a->reloads_ok));
-	json_object_object_add(reloads, "unchanged",
-			       json_object_new_int64(a->reloads_unchanged));
+	json_object_object_add(reloads, "unchanged", json_object_new_int64(a->reloads_unchanged));
 	json_object_object_add(reloads, "error", json_object_new_int64(a->reloads_error));
 	json_object_object_add(o, "reloads", reloads);
 	json_object_object_add(o, "last_reload", json_object_new_int64(a->last_reload));
-	json_object_object_add(o, "last_error",
-			       a->last_error[0] ? jstr(a->last_error) : NULL);
-	json_object_object_add(o, "missing_cgroups",
-			       json_object_new_int64(a->missing_cgroups));
+	json_object_object_add(o, "last_error", a->last_error[0] ? jstr(a->last_error) : NULL);
+	json_object_object_add(o, "missing_cgroups", json_object_new_int64(a->missing_cgroups));
 	for (i = 0; i < a->dp.n_hooks; i++)
 		json_object_object_add(hooks, a->dp.hooks[i].label,
 				       json_object_new_boolean(a->hook_ok[i]));
@@ -143,8 +134,7 @@ static struct json_object *cgroups_json(const struct sm_cgroup_ref *cgs, size_t 
 
 static const char *protocols_name(unsigned int p)
 {
-	return p == (SM_PROTO_TCP | SM_PROTO_UDP) ? "both" :
-	       p == SM_PROTO_UDP ? "udp" : "tcp";
+	return p == (SM_PROTO_TCP | SM_PROTO_UDP) ? "both" : p == SM_PROTO_UDP ? "udp" : "tcp";
 }
 
 static struct json_object *service_json(const struct sm_service *s)
@@ -154,27 +144,23 @@ static struct json_object *service_json(const struct sm_service *s)
 	size_t i;
 
 	json_object_object_add(o, "cgroups", cgroups_json(s->cgroups, s->n_cgroups));
-	json_object_object_add(o, "endpoints",
-			       endpoints_json(s->endpoints, s->n_endpoints));
+	json_object_object_add(o, "endpoints", endpoints_json(s->endpoints, s->n_endpoints));
 	json_object_object_add(o, "vip", endpoints_json(s->vips, s->n_vips));
 	json_object_object_add(o, "protocol", jstr(protocols_name(s->protocols)));
-	json_object_object_add(o, "mode", jstr(s->mode == SM_MODE_AUDIT ? "audit" :
-								     "enforce"));
-	json_object_object_add(o, "affinity", jstr(s->affinity == SM_AFFINITY_SOURCE ?
-							   "source" : "none"));
-	json_object_object_add(o, "drain", jstr(s->drain == SM_DRAIN_KEEP ? "keep" :
-								     "close"));
+	json_object_object_add(o, "mode", jstr(s->mode == SM_MODE_AUDIT ? "audit" : "enforce"));
+	json_object_object_add(o, "affinity",
+			       jstr(s->affinity == SM_AFFINITY_SOURCE ? "source" : "none"));
+	json_object_object_add(o, "drain", jstr(s->drain == SM_DRAIN_KEEP ? "keep" : "close"));
 	for (i = 0; i < s->n_subsets; i++) {
 		struct json_object *sub = json_object_new_object();
 
-		json_object_object_add(sub, "weight",
-				       json_object_new_int64(s->subsets[i].weight));
-		json_object_object_add(sub, "cgroups",
-				       cgroups_json(s->subsets[i].cgroups,
-						    s->subsets[i].n_cgroups));
-		json_object_object_add(sub, "endpoints",
-				       endpoints_json(s->subsets[i].endpoints,
-						      s->subsets[i].n_endpoints));
+		json_object_object_add(sub, "weight", json_object_new_int64(s->subsets[i].weight));
+		json_object_object_add(
+			sub, "cgroups",
+			cgroups_json(s->subsets[i].cgroups, s->subsets[i].n_cgroups));
+		json_object_object_add(
+			sub, "endpoints",
+			endpoints_json(s->subsets[i].endpoints, s->subsets[i].n_endpoints));
 		json_object_object_add(subs, s->subsets[i].name, sub);
 	}
 	json_object_object_add(o, "subsets", subs);
@@ -199,17 +185,16 @@ static struct json_object *policy_json(const struct sm_policy *p, int services_o
 	size_t i, j;
 
 	for (i = 0; i < p->n_services; i++)
-		json_object_object_add(svcs, p->services[i].name,
-				       service_json(&p->services[i]));
+		json_object_object_add(svcs, p->services[i].name, service_json(&p->services[i]));
 	if (services_only) {
 		json_object_put(o);
 		return svcs;
 	}
 	defs = json_object_new_object();
-	json_object_object_add(defs, "mode", jstr(p->default_mode == SM_MODE_AUDIT ?
-							  "audit" : "enforce"));
-	json_object_object_add(defs, "egress", jstr(p->egress == SM_EGRESS_DENY ?
-							    "deny" : "allow"));
+	json_object_object_add(defs, "mode",
+			       jstr(p->default_mode == SM_MODE_AUDIT ? "audit" : "enforce"));
+	json_object_object_add(defs, "egress",
+			       jstr(p->egress == SM_EGRESS_DENY ? "deny" : "allow"));
 	rules = json_object_new_array();
 	for (i = 0; i < p->n_rules; i++) {
 		const struct sm_rule *r = &p->rules[i];
@@ -236,8 +221,9 @@ static struct json_object *policy_json(const struct sm_policy *p, int services_o
 				       q->rate ? json_object_new_int64(q->rate) : NULL);
 		json_object_object_add(qo, "burst",
 				       q->rate ? json_object_new_int64(q->burst) : NULL);
-		json_object_object_add(qo, "max_concurrent", q->max_concurrent ?
-				       json_object_new_int64(q->max_concurrent) : NULL);
+		json_object_object_add(qo, "max_concurrent",
+				       q->max_concurrent ? json_object_new_int64(q->max_concurrent)
+							 : NULL);
 		json_object_array_add(quotas, qo);
 	}
 	json_object_object_add(o, "apiVersion", jstr(SM_POLICY_API_VERSION));
@@ -264,15 +250,13 @@ static int policy_reply(struct sm_agent *a, struct sm_http_resp *resp, int servi
 	return err;
 }
 
-static int h_services(const struct sm_http_req *req, struct sm_http_resp *resp,
-		      void *arg)
+static int h_services(const struct sm_http_req *req, struct sm_http_resp *resp, void *arg)
 {
 	(void)req;
 	return policy_reply(arg, resp, 1);
 }
 
-static int h_policy(const struct sm_http_req *req, struct sm_http_resp *resp,
-		    void *arg)
+static int h_policy(const struct sm_http_req *req, struct sm_http_resp *resp, void *arg)
 {
 	(void)req;
 	return policy_reply(arg, resp, 0);
@@ -291,13 +275,11 @@ static int one_of(const char *s, const char *const *set)
 	return 0;
 }
 
-static int h_flows(const struct sm_http_req *req, struct sm_http_resp *resp,
-		   void *arg)
+static int h_flows(const struct sm_http_req *req, struct sm_http_resp *resp, void *arg)
 {
-	static const char *const verdicts[] = { "allowed", "denied", "audit",
-						"no_backend", "quota", NULL };
-	static const char *const events[] = { "connect", "deny", "audit", "close",
-					      "outlier", NULL };
+	static const char *const verdicts[] = {"allowed",    "denied", "audit",
+					       "no_backend", "quota",  NULL};
+	static const char *const events[] = {"connect", "deny", "audit", "close", "outlier", NULL};
 	struct sm_agent *a = arg;
 	struct sm_flow_query q = {
 		.trace_id = sm_http_query(req, "trace_id"),
@@ -305,33 +287,42 @@ static int h_flows(const struct sm_http_req *req, struct sm_http_resp *resp,
 		.verdict = sm_http_query(req, "verdict"),
 		.event = sm_http_query(req, "event"),
 	};
-	static const char *const params[] = { "trace_id", "service", "verdict",
-					      "event", "limit", NULL };
+	static const char *const params[] = {"trace_id", "service", "verdict",
+					     "event",	 "limit",   NULL};
 	const char *limit = sm_http_query(req, "limit");
 	const char *unknown = sm_http_query_unknown(req, params);
 	char *end;
 	long v;
 
 	if (unknown)
-		return sm_http_resp_error(resp, 400, "unknown parameter '%s' "
+		return sm_http_resp_error(resp, 400,
+					  "unknown parameter '%s' "
 					  "(known: trace_id, service, verdict, "
-					  "event, limit)", unknown);
+					  "event, limit)",
+					  unknown);
 	if (q.trace_id && !valid_trace_id(q.trace_id))
-		return sm_http_resp_error(resp, 400, "trace_id: '%s' is not 32 hex "
-					  "digits", q.trace_id);
+		return sm_http_resp_error(resp, 400,
+					  "trace_id: '%s' is not 32 hex "
+					  "digits",
+					  q.trace_id);
 	if (q.verdict && !one_of(q.verdict, verdicts))
-		return sm_http_resp_error(resp, 400, "verdict: '%s' is not one of "
+		return sm_http_resp_error(resp, 400,
+					  "verdict: '%s' is not one of "
 					  "allowed, denied, audit, no_backend, "
-					  "quota", q.verdict);
+					  "quota",
+					  q.verdict);
 	if (q.event && !one_of(q.event, events))
-		return sm_http_resp_error(resp, 400, "event: '%s' is not one of "
+		return sm_http_resp_error(resp, 400,
+					  "event: '%s' is not one of "
 					  "connect, deny, audit, close, outlier",
 					  q.event);
 	if (limit) {
 		v = strtol(limit, &end, 10);
 		if (*end || end == limit || v < 1 || v > 1000000)
-			return sm_http_resp_error(resp, 400, "limit: '%s' is not a "
-						  "number from 1 to 1000000", limit);
+			return sm_http_resp_error(resp, 400,
+						  "limit: '%s' is not a "
+						  "number from 1 to 1000000",
+						  limit);
 		q.limit = (size_t)v;
 	}
 	if (q.service && !q.service[0])
@@ -341,8 +332,7 @@ static int h_flows(const struct sm_http_req *req, struct sm_http_resp *resp,
 }
 
 /* PUT /v1/policy: a new policy as the request body, all or nothing. */
-static int h_put_policy(const struct sm_http_req *req, struct sm_http_resp *resp,
-			void *arg)
+static int h_put_policy(const struct sm_http_req *req, struct sm_http_resp *resp, void *arg)
 {
 	struct sm_agent *a = arg;
 	struct json_object *o;
@@ -350,7 +340,8 @@ static int h_put_policy(const struct sm_http_req *req, struct sm_http_resp *resp
 	int err;
 
 	if (!a->opts.allow_policy_put)
-		return sm_http_resp_error(resp, 403, "PUT /v1/policy is off; start "
+		return sm_http_resp_error(resp, 403,
+					  "PUT /v1/policy is off; start "
 					  "the agent with --allow-policy-put and "
 					  "--token-file");
 	errbuf = calloc(1, 8192);
@@ -370,14 +361,10 @@ static int h_put_policy(const struct sm_http_req *req, struct sm_http_resp *resp
 }
 
 static const struct sm_http_route routes[] = {
-	{ "GET", "/metrics", h_metrics, true },
-	{ "GET", "/healthz", h_healthz, false },
-	{ "GET", "/readyz", h_readyz, false },
-	{ "GET", "/v1/status", h_status, true },
-	{ "GET", "/v1/services", h_services, true },
-	{ "GET", "/v1/policy", h_policy, true },
-	{ "PUT", "/v1/policy", h_put_policy, true },
-	{ "GET", "/v1/flows", h_flows, true },
+	{"GET", "/metrics", h_metrics, true},	   {"GET", "/healthz", h_healthz, false},
+	{"GET", "/readyz", h_readyz, false},	   {"GET", "/v1/status", h_status, true},
+	{"GET", "/v1/services", h_services, true}, {"GET", "/v1/policy", h_policy, true},
+	{"PUT", "/v1/policy", h_put_policy, true}, {"GET", "/v1/flows", h_flows, true},
 };
 
 int sm_api_start(struct sm_agent *a)
@@ -392,12 +379,10 @@ int sm_api_start(struct sm_agent *a)
 	};
 	int err;
 
-	err = sm_http_start(&a->http, &o, routes, sizeof(routes) / sizeof(routes[0]),
-			    a);
+	err = sm_http_start(&a->http, &o, routes, sizeof(routes) / sizeof(routes[0]), a);
 	if (!err)
-		pr_info("HTTP%s listening on %s (port %u)%s\n",
-			a->opts.tls_cert ? "S" : "", a->opts.listen,
-			sm_http_port(a->http),
+		pr_info("HTTP%s listening on %s (port %u)%s\n", a->opts.tls_cert ? "S" : "",
+			a->opts.listen, sm_http_port(a->http),
 			a->token ? ", bearer token required" : "");
 	return err;
 }

@@ -17,15 +17,9 @@
 static void key_set_slot(enum sm_pmap m, void *key, uint32_t slot)
 {
 	switch (m) {
-	case SM_PM_CGROUP:
-		((struct sm_cgroup_key *)key)->slot = slot;
-		break;
-	case SM_PM_DEST:
-		((struct sm_dest_key *)key)->slot = (uint8_t)slot;
-		break;
-	case SM_PM_SVC:
-		((struct sm_svc_key *)key)->slot = slot;
-		break;
+	case SM_PM_CGROUP: ((struct sm_cgroup_key *)key)->slot = slot; break;
+	case SM_PM_DEST: ((struct sm_dest_key *)key)->slot = (uint8_t)slot; break;
+	case SM_PM_SVC: ((struct sm_svc_key *)key)->slot = slot; break;
 	case SM_PM_BACKEND: {
 		/* The backend key's slot byte also carries the list. */
 		struct sm_backend_key *k = key;
@@ -33,34 +27,22 @@ static void key_set_slot(enum sm_pmap m, void *key, uint32_t slot)
 		k->slot = (uint8_t)((k->slot & ~1U) | slot);
 		break;
 	}
-	case SM_PM_RULE:
-		((struct sm_rule_key *)key)->slot = (uint8_t)slot;
-		break;
-	case SM_PM_QCFG:
-		((struct sm_quota_cfg_key *)key)->slot = slot;
-		break;
-	default:
-		break;
+	case SM_PM_RULE: ((struct sm_rule_key *)key)->slot = (uint8_t)slot; break;
+	case SM_PM_QCFG: ((struct sm_quota_cfg_key *)key)->slot = slot; break;
+	default: break;
 	}
 }
 
 static uint32_t key_slot(enum sm_pmap m, const void *key)
 {
 	switch (m) {
-	case SM_PM_CGROUP:
-		return ((const struct sm_cgroup_key *)key)->slot;
-	case SM_PM_DEST:
-		return ((const struct sm_dest_key *)key)->slot;
-	case SM_PM_SVC:
-		return ((const struct sm_svc_key *)key)->slot;
-	case SM_PM_BACKEND:
-		return ((const struct sm_backend_key *)key)->slot & 1;
-	case SM_PM_RULE:
-		return ((const struct sm_rule_key *)key)->slot;
-	case SM_PM_QCFG:
-		return ((const struct sm_quota_cfg_key *)key)->slot;
-	default:
-		return 0;
+	case SM_PM_CGROUP: return ((const struct sm_cgroup_key *)key)->slot;
+	case SM_PM_DEST: return ((const struct sm_dest_key *)key)->slot;
+	case SM_PM_SVC: return ((const struct sm_svc_key *)key)->slot;
+	case SM_PM_BACKEND: return ((const struct sm_backend_key *)key)->slot & 1;
+	case SM_PM_RULE: return ((const struct sm_rule_key *)key)->slot;
+	case SM_PM_QCFG: return ((const struct sm_quota_cfg_key *)key)->slot;
+	default: return 0;
 	}
 }
 
@@ -88,7 +70,7 @@ static int read_one(const void *key, void *value, void *ctx)
 /* Read a map back into two slot images. */
 static int read_map(struct sm_applier *a, enum sm_pmap m)
 {
-	struct read_ctx r = { a, m, a->slot[0]->maps[m].key_size, 0 };
+	struct read_ctx r = {a, m, a->slot[0]->maps[m].key_size, 0};
 	int err;
 
 	if (r.key_size > 64)
@@ -125,14 +107,12 @@ static int reread(struct sm_applier *a)
 			return err;
 	}
 	for (slot = 0; slot < SM_SLOTS; slot++)
-		if (bpf_map_lookup_elem(a->config_fd, &slot,
-					&a->slot[slot]->config))
+		if (bpf_map_lookup_elem(a->config_fd, &slot, &a->slot[slot]->config))
 			return -errno;
 	return 0;
 }
 
-int sm_applier_init(struct sm_applier *a, struct sm_dp *dp,
-		    const uint32_t *sizes)
+int sm_applier_init(struct sm_applier *a, struct sm_dp *dp, const uint32_t *sizes)
 {
 	struct sm_active act = {};
 	__u32 zero = 0;
@@ -165,9 +145,8 @@ struct delta {
 	uint8_t *del_keys, *upd_keys, *upd_vals;
 };
 
-static int delta_build(enum sm_pmap m, const struct sm_kvs *old,
-		       const struct sm_kvs *new, uint32_t slot,
-		       struct delta *d)
+static int delta_build(enum sm_pmap m, const struct sm_kvs *old, const struct sm_kvs *new,
+		       uint32_t slot, struct delta *d)
 {
 	size_t ks = old->key_size, vs = old->val_size, i = 0, j = 0;
 	int c;
@@ -181,7 +160,7 @@ static int delta_build(enum sm_pmap m, const struct sm_kvs *old,
 
 	/* Both sets are sorted: one merge pass. */
 	while (i < old->n || j < new->n) {
-		const uint8_t *ok = old->keys + i * ks, *nk = new->keys + j * ks;
+		const uint8_t *ok = old->keys + i * ks, *nk = new->keys + j *ks;
 
 		c = i == old->n ? 1 : j == new->n ? -1 : memcmp(ok, nk, ks);
 		if (c < 0) {
@@ -190,10 +169,9 @@ static int delta_build(enum sm_pmap m, const struct sm_kvs *old,
 			i++;
 			continue;
 		}
-		if (c > 0 || memcmp(old->vals + i * vs, new->vals + j * vs, vs)) {
+		if (c > 0 || memcmp(old->vals + i * vs, new->vals + j *vs, vs)) {
 			memcpy(d->upd_keys + d->n_upd * ks, nk, ks);
-			memcpy(d->upd_vals + d->n_upd * vs, new->vals + j * vs,
-			       vs);
+			memcpy(d->upd_vals + d->n_upd * vs, new->vals + j *vs, vs);
 			key_set_slot(m, d->upd_keys + d->n_upd++ * ks, slot);
 		}
 		if (c == 0)
@@ -216,29 +194,26 @@ static int delta_write(int fd, const struct delta *d)
 
 	if (d->n_del) {
 		count = (__u32)d->n_del;
-		if (bpf_map_delete_batch(fd, d->del_keys, &count, NULL) &&
-		    errno != ENOENT)
+		if (bpf_map_delete_batch(fd, d->del_keys, &count, NULL) && errno != ENOENT)
 			return -errno;
 	}
 	if (d->n_upd) {
 		count = (__u32)d->n_upd;
-		if (bpf_map_update_batch(fd, d->upd_keys, d->upd_vals, &count,
-					 NULL))
+		if (bpf_map_update_batch(fd, d->upd_keys, d->upd_vals, &count, NULL))
 			return -errno;
 	}
 	return 0;
 }
 
 /* Refuse a policy that does not fit before touching anything. */
-static int check_fit(const struct sm_applier *a, const struct sm_image *img,
-		     struct sm_diags *diags)
+static int check_fit(const struct sm_applier *a, const struct sm_image *img, struct sm_diags *diags)
 {
 	int m, err = 0;
 
 	for (m = 0; m < SM_PM_MAX; m++) {
 		if (img->maps[m].n <= a->limits[m])
 			continue;
-		sm_diags_add(diags, (struct sm_loc){ 0, 0 },
+		sm_diags_add(diags, (struct sm_loc){0, 0},
 			     "policy needs %zu entries in map %s, which holds "
 			     "%u per policy (raise --map-size %s=N)",
 			     img->maps[m].n, sm_pmap_name(m), a->limits[m],
@@ -272,27 +247,25 @@ static int image_equal(const struct sm_image *x, const struct sm_image *y)
  */
 static void wait_readers(void)
 {
-	struct timespec ts = { .tv_nsec = 50 * 1000 * 1000 };
+	struct timespec ts = {.tv_nsec = 50 * 1000 * 1000};
 
 	if (syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0))
 		nanosleep(&ts, NULL);
 }
 
-static int write_slot(struct sm_applier *a, const struct sm_image *img,
-		      uint32_t slot, struct sm_diags *diags)
+static int write_slot(struct sm_applier *a, const struct sm_image *img, uint32_t slot,
+		      struct sm_diags *diags)
 {
 	struct delta d;
 	int m, err = 0;
 
 	for (m = 0; m < SM_PM_MAX && !err; m++) {
-		err = delta_build(m, &a->slot[slot]->maps[m], &img->maps[m],
-				  slot, &d);
+		err = delta_build(m, &a->slot[slot]->maps[m], &img->maps[m], slot, &d);
 		if (!err)
 			err = delta_write(a->fds[m], &d);
 		if (err)
-			sm_diags_add(diags, (struct sm_loc){ 0, 0 },
-				     "map %s: update: %s", sm_pmap_name(m),
-				     strerror(-err));
+			sm_diags_add(diags, (struct sm_loc){0, 0}, "map %s: update: %s",
+				     sm_pmap_name(m), strerror(-err));
 		delta_free(&d);
 	}
 	return err;
@@ -308,7 +281,7 @@ static int write_slot(struct sm_applier *a, const struct sm_image *img,
 static int quota_gc_one(const void *key, void *value, void *ctx)
 {
 	const struct sm_quota_state *st = value;
-	struct sm_quota_cfg_key ck = { .pair = *(const struct sm_quota_key *)key };
+	struct sm_quota_cfg_key ck = {.pair = *(const struct sm_quota_key *)key};
 
 	if (sm_kvs_find(ctx, &ck) || st->active > 0)
 		return SM_WALK_NEXT;
@@ -317,12 +290,10 @@ static int quota_gc_one(const void *key, void *value, void *ctx)
 
 static void quota_gc(struct sm_applier *a)
 {
-	sm_map_each(a->qstate_fd, quota_gc_one,
-		    &a->slot[a->active]->maps[SM_PM_QCFG]);
+	sm_map_each(a->qstate_fd, quota_gc_one, &a->slot[a->active]->maps[SM_PM_QCFG]);
 }
 
-int sm_apply(struct sm_applier *a, struct sm_image *img,
-	     struct sm_diags *diags)
+int sm_apply(struct sm_applier *a, struct sm_image *img, struct sm_diags *diags)
 {
 	uint32_t next = a->active ^ 1;
 	struct sm_active act = {};
@@ -341,15 +312,13 @@ int sm_apply(struct sm_applier *a, struct sm_image *img,
 	err = write_slot(a, img, next, diags);
 	if (!err) {
 		img->config.generation = a->generation + 1;
-		if (bpf_map_update_elem(a->config_fd, &next, &img->config,
-					BPF_ANY))
+		if (bpf_map_update_elem(a->config_fd, &next, &img->config, BPF_ANY))
 			err = -errno;
 	}
 	if (err) {
 		/* The unread slot holds a mix now: learn what it holds. */
 		if (reread(a))
-			pr_warn("policy maps: cannot read back: %s\n",
-				strerror(errno));
+			pr_warn("policy maps: cannot read back: %s\n", strerror(errno));
 		return err;
 	}
 

@@ -23,15 +23,14 @@ struct sm_applier {
 	int active_fd;
 	int config_fd;
 	int qstate_fd;
-	uint32_t limits[SM_PM_MAX];	/* entries one policy may use */
-	struct sm_image *slot[SM_SLOTS];	/* what each slot holds */
+	uint32_t limits[SM_PM_MAX];	 /* entries one policy may use */
+	struct sm_image *slot[SM_SLOTS]; /* what each slot holds */
 	uint32_t active;
 	uint64_t generation;
 };
 
 /* Read what both slots hold now (a restarted agent adopts them). */
-int sm_applier_init(struct sm_applier *a, struct sm_dp *dp,
-		    const uint32_t *sizes);
+int sm_applier_init(struct sm_applier *a, struct sm_dp *dp, const uint32_t *sizes);
 void sm_applier_free(struct sm_applier *a);
 
 /*
@@ -39,8 +38,7 @@ void sm_applier_free(struct sm_applier *a);
  * a map (diags say which and by how much), other -errno on map errors; on
  * any error the policy in force is untouched.
  */
-int sm_apply(struct sm_applier *a, struct sm_image *img,
-	     struct sm_diags *diags);
+int sm_apply(struct sm_applier *a, struct sm_image *img, struct sm_diags *diags);
 
 /* Entries in force per policy map, for sockmesh_map_entries. */
 uint32_t sm_applier_entries(const struct sm_applier *a, enum sm_pmap m);

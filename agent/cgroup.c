@@ -23,8 +23,7 @@ int sm_cgroup_mount(char *buf, size_t len)
 	while (fgets(line, sizeof(line), f)) {
 		const char *sep = strstr(line, " - ");
 
-		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 ||
-		    strcmp(fstype, "cgroup2"))
+		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2"))
 			continue;
 		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1)
 			continue;
@@ -52,8 +51,8 @@ static int path_clean(const char *p)
 	if (p[strlen(p) - 1] == '/' || strstr(p, "//"))
 		return 0;
 	for (c = p; (c = strchr(c, '/')); c++) {
-		if (!strncmp(c, "/../", 4) || !strcmp(c, "/..") ||
-		    !strncmp(c, "/./", 3) || !strcmp(c, "/."))
+		if (!strncmp(c, "/../", 4) || !strcmp(c, "/..") || !strncmp(c, "/./", 3) ||
+		    !strcmp(c, "/."))
 			return 0;
 	}
 	return 1;
@@ -81,7 +80,7 @@ int sm_cgroup_id(const char *abs, uint64_t *id)
 	struct {
 		struct file_handle fh;
 		uint64_t cgid;
-	} h = { .fh.handle_bytes = sizeof(uint64_t) };
+	} h = {.fh.handle_bytes = sizeof(uint64_t)};
 	int mount_id;
 
 	/* On cgroup2 the file handle of a directory is the cgroup id. */
@@ -117,7 +116,7 @@ int sm_cgroup_path_of(const char *mount, uint64_t id, char *buf, size_t len)
 	struct {
 		struct file_handle fh;
 		uint64_t cgid;
-	} h = { .fh.handle_bytes = sizeof(uint64_t), .fh.handle_type = 1 };
+	} h = {.fh.handle_bytes = sizeof(uint64_t), .fh.handle_type = 1};
 	char link[64], target[PATH_MAX];
 	int mfd, fd, err = 0;
 	ssize_t n;
@@ -141,8 +140,7 @@ int sm_cgroup_path_of(const char *mount, uint64_t id, char *buf, size_t len)
 	target[n] = '\0';
 	/* The link shows the path from the mount's root. */
 	if (!strncmp(target, mount, strlen(mount)))
-		snprintf(buf, len, "%s", target[strlen(mount)] ?
-				   target + strlen(mount) : "/");
+		snprintf(buf, len, "%s", target[strlen(mount)] ? target + strlen(mount) : "/");
 	else
 		snprintf(buf, len, "%s", target);
 out_close:

@@ -19,8 +19,7 @@ int sm_cgroup_mount(char *buf, size_t len);
  * accepted too. Writes the file system path into abs.
  * 0, or -EINVAL when the path is malformed or leaves the mount.
  */
-int sm_cgroup_abs(const char *mount, const char *path, char *abs,
-		  size_t len);
+int sm_cgroup_abs(const char *mount, const char *path, char *abs, size_t len);
 
 /* The cgroup id of a cgroup directory. 0 or -errno (-ENOENT: missing). */
 int sm_cgroup_id(const char *abs, uint64_t *id);

@@ -16,23 +16,18 @@ static const struct {
 	size_t key_size;
 	size_t val_size;
 } pmaps[SM_PM_MAX] = {
-	[SM_PM_CGROUP] = { SM_STR(SM_MAP_CGROUP), SM_SIZE_CGROUP,
-			   sizeof(struct sm_cgroup_key),
-			   sizeof(struct sm_cgroup_val) },
-	[SM_PM_DEST] = { SM_STR(SM_MAP_DEST), SM_SIZE_DEST,
-			 sizeof(struct sm_dest_key),
-			 sizeof(struct sm_dest_val) },
-	[SM_PM_SVC] = { SM_STR(SM_MAP_SVC), SM_SIZE_SVC,
-			sizeof(struct sm_svc_key), sizeof(struct sm_svc_val) },
-	[SM_PM_BACKEND] = { SM_STR(SM_MAP_BACKEND), SM_SIZE_BACKEND,
-			    sizeof(struct sm_backend_key),
-			    sizeof(struct sm_backend_val) },
-	[SM_PM_RULE] = { SM_STR(SM_MAP_RULE), SM_SIZE_RULE,
-			 sizeof(struct sm_rule_key),
-			 sizeof(struct sm_rule_val) },
-	[SM_PM_QCFG] = { SM_STR(SM_MAP_QCFG), SM_SIZE_QUOTA,
-			 sizeof(struct sm_quota_cfg_key),
-			 sizeof(struct sm_quota_cfg) },
+	[SM_PM_CGROUP] = {SM_STR(SM_MAP_CGROUP), SM_SIZE_CGROUP, sizeof(struct sm_cgroup_key),
+			  sizeof(struct sm_cgroup_val)},
+	[SM_PM_DEST] = {SM_STR(SM_MAP_DEST), SM_SIZE_DEST, sizeof(struct sm_dest_key),
+			sizeof(struct sm_dest_val)},
+	[SM_PM_SVC] = {SM_STR(SM_MAP_SVC), SM_SIZE_SVC, sizeof(struct sm_svc_key),
+		       sizeof(struct sm_svc_val)},
+	[SM_PM_BACKEND] = {SM_STR(SM_MAP_BACKEND), SM_SIZE_BACKEND, sizeof(struct sm_backend_key),
+			   sizeof(struct sm_backend_val)},
+	[SM_PM_RULE] = {SM_STR(SM_MAP_RULE), SM_SIZE_RULE, sizeof(struct sm_rule_key),
+			sizeof(struct sm_rule_val)},
+	[SM_PM_QCFG] = {SM_STR(SM_MAP_QCFG), SM_SIZE_QUOTA, sizeof(struct sm_quota_cfg_key),
+			sizeof(struct sm_quota_cfg)},
 };
 
 const char *sm_pmap_name(enum sm_pmap m)
@@ -104,8 +99,7 @@ static int cmp_index(const void *a, const void *b)
 	const struct sm_kvs *s = g_sort_set;
 	int c;
 
-	c = memcmp(s->keys + ia * s->key_size, s->keys + ib * s->key_size,
-		   s->key_size);
+	c = memcmp(s->keys + ia * s->key_size, s->keys + ib * s->key_size, s->key_size);
 	if (c)
 		return c;
 	return ia < ib ? -1 : ia > ib;
@@ -135,12 +129,10 @@ static int kvs_sort(struct sm_kvs *s, int dedupe)
 	for (i = 0; i < s->n; i++) {
 		const uint8_t *k = s->keys + idx[i] * s->key_size;
 
-		if (dedupe && n &&
-		    !memcmp(keys + (n - 1) * s->key_size, k, s->key_size))
+		if (dedupe && n && !memcmp(keys + (n - 1) * s->key_size, k, s->key_size))
 			continue;
 		memcpy(keys + n * s->key_size, k, s->key_size);
-		memcpy(vals + n * s->val_size, s->vals + idx[i] * s->val_size,
-		       s->val_size);
+		memcpy(vals + n * s->val_size, s->vals + idx[i] * s->val_size, s->val_size);
 		n++;
 	}
 	free(idx);
@@ -183,9 +175,9 @@ struct cc {
 	const struct sm_compile_ctx *ctx;
 	struct sm_image *img;
 	struct sm_diags *diags;
-	uint32_t *ids;			/* service id, by policy index */
+	uint32_t *ids; /* service id, by policy index */
 	uint8_t (*subset_idx)[SM_MAX_SUBSETS];
-	struct sm_kvs hosts;		/* address -> service, conflicts dropped */
+	struct sm_kvs hosts; /* address -> service, conflicts dropped */
 	int err;
 };
 
@@ -205,11 +197,10 @@ static uint32_t svc_id(const struct cc *c, const char *name)
 	return s ? c->ids[s - c->p->services] : SM_SVC_WORLD;
 }
 
-static void add_cgroup(struct cc *c, const struct sm_cgroup_ref *ref,
-		       uint32_t id, uint8_t subset)
+static void add_cgroup(struct cc *c, const struct sm_cgroup_ref *ref, uint32_t id, uint8_t subset)
 {
 	struct sm_cgroup_key key = {};
-	struct sm_cgroup_val val = { .svc = id, .subset = subset };
+	struct sm_cgroup_val val = {.svc = id, .subset = subset};
 	char abs[PATH_MAX];
 	uint64_t cgid = 0;
 	int err;
@@ -217,7 +208,8 @@ static void add_cgroup(struct cc *c, const struct sm_cgroup_ref *ref,
 	if (!sm_cgroup_within(c->ctx->cg_root, ref->path)) {
 		sm_diags_add(c->diags, ref->loc,
 			     "cgroup '%s' is outside the managed cgroup '%s' "
-			     "(--cgroup)", ref->path, c->ctx->cg_root);
+			     "(--cgroup)",
+			     ref->path, c->ctx->cg_root);
 		return;
 	}
 	err = sm_cgroup_abs(c->ctx->cg_mount, ref->path, abs, sizeof(abs));
@@ -226,24 +218,21 @@ static void add_cgroup(struct cc *c, const struct sm_cgroup_ref *ref,
 	key.cgid = cgid;
 	if (err == -ENOENT || err == -ENOTDIR) {
 		if (!c->img->missing_cgroups++)
-			snprintf(c->img->first_missing,
-				 sizeof(c->img->first_missing), "%s",
+			snprintf(c->img->first_missing, sizeof(c->img->first_missing), "%s",
 				 ref->path);
 		return;
 	}
 	if (err) {
-		sm_diags_add(c->diags, ref->loc, "cgroup '%s': %s", ref->path,
-			     strerror(-err));
+		sm_diags_add(c->diags, ref->loc, "cgroup '%s': %s", ref->path, strerror(-err));
 		return;
 	}
 	cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_CGROUP], &key, &val));
 }
 
-static void add_proto_dests(struct cc *c, const struct sm_endpoint *ep,
-			    unsigned int protocols,
+static void add_proto_dests(struct cc *c, const struct sm_endpoint *ep, unsigned int protocols,
 			    const struct sm_dest_val *val)
 {
-	struct sm_dest_key key = { .addr = ep->sa.addr, .port = ep->sa.port };
+	struct sm_dest_key key = {.addr = ep->sa.addr, .port = ep->sa.port};
 
 	if (protocols & SM_PROTO_TCP) {
 		key.proto = IPPROTO_TCP;
@@ -256,9 +245,8 @@ static void add_proto_dests(struct cc *c, const struct sm_endpoint *ep,
 }
 
 /* An endpoint: reachable by address and port, and its host names a peer. */
-static void add_endpoint(struct cc *c, const struct sm_service *s,
-			 uint32_t id, const struct sm_endpoint *ep,
-			 uint8_t subset)
+static void add_endpoint(struct cc *c, const struct sm_service *s, uint32_t id,
+			 const struct sm_endpoint *ep, uint8_t subset)
 {
 	struct sm_dest_val val = {
 		.svc = id,
@@ -266,9 +254,9 @@ static void add_endpoint(struct cc *c, const struct sm_service *s,
 		.mode = s->mode,
 		.subset = subset,
 	};
-	struct sm_dest_key host = { .addr = ep->sa.addr };
-	struct sm_dest_val hval = { .svc = id, .kind = SM_DEST_HOST,
-				    .mode = s->mode, .subset = subset };
+	struct sm_dest_key host = {.addr = ep->sa.addr};
+	struct sm_dest_val hval = {
+		.svc = id, .kind = SM_DEST_HOST, .mode = s->mode, .subset = subset};
 
 	add_proto_dests(c, ep, s->protocols, &val);
 	cc_oom(c, sm_kvs_add(&c->hosts, &host, &hval));
@@ -278,10 +266,9 @@ static void add_endpoint(struct cc *c, const struct sm_service *s,
  * Every service's mode, and for a service with a VIP its endpoint lists
  * and cumulative weights.
  */
-static void add_service(struct cc *c, const struct sm_service *s,
-			uint32_t id, const uint8_t *sidx)
+static void add_service(struct cc *c, const struct sm_service *s, uint32_t id, const uint8_t *sidx)
 {
-	struct sm_svc_key skey = { .svc = id };
+	struct sm_svc_key skey = {.svc = id};
 	struct sm_svc_val sv = {
 		.mode = s->mode,
 		.affinity = s->affinity,
@@ -308,15 +295,13 @@ static void add_service(struct cc *c, const struct sm_service *s,
 					.subset = sidx[i],
 					.slot = (uint8_t)(list << 1),
 				};
-				struct sm_backend_val bv = { .sa = ep->sa,
-							     .v4 = ep->v4 };
+				struct sm_backend_val bv = {.sa = ep->sa, .v4 = ep->v4};
 
 				if ((list == SM_LIST_V4 && !ep->v4) ||
 				    (list == SM_LIST_V6 && ep->v4))
 					continue;
 				bk.idx = sv.n_endpoints[list][sidx[i]]++;
-				cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_BACKEND],
-						     &bk, &bv));
+				cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_BACKEND], &bk, &bv));
 			}
 		}
 	}
@@ -338,8 +323,7 @@ static void add_service(struct cc *c, const struct sm_service *s,
 static void compile_service(struct cc *c, size_t si)
 {
 	const struct sm_service *s = &c->p->services[si];
-	struct sm_dest_val vip = { .kind = SM_DEST_VIP, .mode = s->mode,
-				   .subset = SM_SUBSET_NONE };
+	struct sm_dest_val vip = {.kind = SM_DEST_VIP, .mode = s->mode, .subset = SM_SUBSET_NONE};
 	uint32_t id = c->ids[si];
 	size_t i, j;
 
@@ -352,11 +336,9 @@ static void compile_service(struct cc *c, size_t si)
 		const struct sm_subset *sub = &s->subsets[i];
 
 		for (j = 0; j < sub->n_cgroups; j++)
-			add_cgroup(c, &sub->cgroups[j], id,
-				   c->subset_idx[si][i]);
+			add_cgroup(c, &sub->cgroups[j], id, c->subset_idx[si][i]);
 		for (j = 0; j < sub->n_endpoints; j++)
-			add_endpoint(c, s, id, &sub->endpoints[j],
-				     c->subset_idx[si][i]);
+			add_endpoint(c, s, id, &sub->endpoints[j], c->subset_idx[si][i]);
 	}
 	for (i = 0; i < s->n_vips; i++)
 		add_proto_dests(c, &s->vips[i], s->protocols, &vip);
@@ -377,30 +359,27 @@ static void compile_hosts(struct cc *c)
 		return;
 	}
 	while (i < h->n) {
-		const struct sm_dest_val *v =
-			(const void *)(h->vals + i * h->val_size);
+		const struct sm_dest_val *v = (const void *)(h->vals + i * h->val_size);
 		int clash = 0;
 
 		for (j = i + 1; j < h->n && !memcmp(h->keys + j * h->key_size,
-						    h->keys + i * h->key_size,
-						    h->key_size);
+						    h->keys + i * h->key_size, h->key_size);
 		     j++) {
-			const struct sm_dest_val *w =
-				(const void *)(h->vals + j * h->val_size);
+			const struct sm_dest_val *w = (const void *)(h->vals + j * h->val_size);
 
 			clash |= w->svc != v->svc;
 		}
 		if (!clash)
-			cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_DEST],
-					     h->keys + i * h->key_size, v));
+			cc_oom(c,
+			       sm_kvs_add(&c->img->maps[SM_PM_DEST], h->keys + i * h->key_size, v));
 		i = j;
 	}
 }
 
-static void add_rule_key(struct cc *c, struct sm_rule_key *key,
-			 unsigned int protocols, uint32_t index)
+static void add_rule_key(struct cc *c, struct sm_rule_key *key, unsigned int protocols,
+			 uint32_t index)
 {
-	struct sm_rule_val val = { .index = index };
+	struct sm_rule_val val = {.index = index};
 
 	if (protocols & SM_PROTO_TCP) {
 		key->proto = IPPROTO_TCP;
@@ -419,10 +398,10 @@ static void add_rule_key(struct cc *c, struct sm_rule_key *key,
  * those ports are allowed on the way in too. The rule's own entry covers
  * the common case of equal ports.
  */
-static void add_rule_in(struct cc *c, const struct sm_rule_key *key,
-			const struct sm_service *dst, uint32_t index)
+static void add_rule_in(struct cc *c, const struct sm_rule_key *key, const struct sm_service *dst,
+			uint32_t index)
 {
-	struct sm_rule_val val = { .index = index };
+	struct sm_rule_val val = {.index = index};
 	struct sm_rule_key in = *key;
 	size_t v, i, e;
 
@@ -435,8 +414,7 @@ static void add_rule_in(struct cc *c, const struct sm_rule_key *key,
 				in.port = dst->subsets[i].endpoints[e].sa.port;
 				if (in.port == key->port)
 					continue;
-				cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_RULE],
-						     &in, &val));
+				cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_RULE], &in, &val));
 			}
 		}
 		break;
@@ -498,7 +476,7 @@ static void compile_quota(struct cc *c, const struct sm_quota *q)
 /* Ids for every service and its subsets, kept from earlier policies. */
 static int assign_ids(struct cc *c)
 {
-	char (*names)[SM_NAME_LEN];
+	char(*names)[SM_NAME_LEN];
 	size_t i, j;
 	int err = 0;
 
@@ -509,7 +487,8 @@ static int assign_ids(struct cc *c)
 		if (err) {
 			sm_diags_add(c->diags, s->loc,
 				     "service '%s': no id left (%s); raise "
-				     "--map-size names", s->name, strerror(-err));
+				     "--map-size names",
+				     s->name, strerror(-err));
 			break;
 		}
 		if (!s->n_subsets)
@@ -519,23 +498,20 @@ static int assign_ids(struct cc *c)
 			return -ENOMEM;
 		for (j = 0; j < s->n_subsets; j++)
 			memcpy(names[j], s->subsets[j].name, SM_NAME_LEN);
-		err = sm_names_subsets(c->ctx->names, c->ids[i],
-				       (const char(*)[SM_NAME_LEN])names,
-				       (unsigned int)s->n_subsets,
-				       c->subset_idx[i]);
+		err = sm_names_subsets(c->ctx->names, c->ids[i], (const char(*)[SM_NAME_LEN])names,
+				       (unsigned int)s->n_subsets, c->subset_idx[i]);
 		free(names);
 		if (err)
-			sm_diags_add(c->diags, s->loc,
-				     "service '%s': subsets: %s", s->name,
+			sm_diags_add(c->diags, s->loc, "service '%s': subsets: %s", s->name,
 				     strerror(-err));
 	}
 	return err ? -EINVAL : 0;
 }
 
-int sm_compile(const struct sm_policy *p, const struct sm_compile_ctx *ctx,
-	       struct sm_image **out, struct sm_diags *diags)
+int sm_compile(const struct sm_policy *p, const struct sm_compile_ctx *ctx, struct sm_image **out,
+	       struct sm_diags *diags)
 {
-	struct cc c = { .p = p, .ctx = ctx, .diags = diags };
+	struct cc c = {.p = p, .ctx = ctx, .diags = diags};
 	size_t i, ndiag = diags->n;
 	int m, err;
 

@@ -41,14 +41,14 @@ struct sm_image {
 };
 
 struct sm_compile_ctx {
-	const char *cg_mount;	/* cgroup2 mount point */
-	const char *cg_root;	/* managed subtree, relative to the mount */
+	const char *cg_mount; /* cgroup2 mount point */
+	const char *cg_root;  /* managed subtree, relative to the mount */
 	struct sm_names *names;
 };
 
 /* Policy map names and sizes, by enum sm_pmap. */
 const char *sm_pmap_name(enum sm_pmap m);
-int sm_pmap_size_index(enum sm_pmap m);	/* enum sm_map_size */
+int sm_pmap_size_index(enum sm_pmap m); /* enum sm_map_size */
 
 struct sm_image *sm_image_new(void);
 void sm_image_free(struct sm_image *img);
@@ -63,7 +63,7 @@ const void *sm_kvs_find(const struct sm_kvs *s, const void *key);
  * fit) go to diags with their place in the file: -EINVAL. Missing cgroups
  * are not errors: the image counts them.
  */
-int sm_compile(const struct sm_policy *p, const struct sm_compile_ctx *ctx,
-	       struct sm_image **out, struct sm_diags *diags);
+int sm_compile(const struct sm_policy *p, const struct sm_compile_ctx *ctx, struct sm_image **out,
+	       struct sm_diags *diags);
 
 #endif /* SM_COMPILE_H */

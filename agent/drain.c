@@ -129,8 +129,7 @@ static int iterate_all(struct bpf_link *link, const struct netns_set *ns)
 	}
 	if (setns(self, CLONE_NEWNET)) {
 		/* Only this thread moved; every later netns use would be wrong. */
-		pr_warn("drain: cannot return to our network namespace: %s\n",
-			strerror(errno));
+		pr_warn("drain: cannot return to our network namespace: %s\n", strerror(errno));
 		abort();
 	}
 	close(self);
@@ -139,14 +138,13 @@ static int iterate_all(struct bpf_link *link, const struct netns_set *ns)
 
 static const struct sm_svc_val *svc_of(const struct sm_image *img, uint32_t id)
 {
-	struct sm_svc_key key = { .svc = id };
+	struct sm_svc_key key = {.svc = id};
 
 	return sm_kvs_find(&img->maps[SM_PM_SVC], &key);
 }
 
 /* Is (svc, backend) in the new image's every-endpoint list? */
-static int still_there(const struct sm_image *img, uint32_t svc,
-		       const struct sm_sockaddr *sa)
+static int still_there(const struct sm_image *img, uint32_t svc, const struct sm_sockaddr *sa)
 {
 	const struct sm_kvs *b = &img->maps[SM_PM_BACKEND];
 	size_t i;
@@ -163,8 +161,7 @@ static int still_there(const struct sm_image *img, uint32_t svc,
 }
 
 /* Endpoints of drain: close services that old has and new does not. */
-static unsigned int removed(const struct sm_image *old, const struct sm_image *new,
-			    int map_fd)
+static unsigned int removed(const struct sm_image *old, const struct sm_image *new, int map_fd)
 {
 	const struct sm_kvs *b = &old->maps[SM_PM_BACKEND];
 	unsigned int n = 0;
@@ -215,8 +212,7 @@ static void drain_clear(int map_fd)
 	sm_map_each(map_fd, drop, NULL);
 }
 
-int sm_drain(struct sm_agent *a, const struct sm_image *old,
-	     const struct sm_image *new)
+int sm_drain(struct sm_agent *a, const struct sm_image *old, const struct sm_image *new)
 {
 	int map_fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_DRAIN));
 	struct netns_set *ns;
@@ -230,12 +226,12 @@ int sm_drain(struct sm_agent *a, const struct sm_image *old,
 	if (!n)
 		return 0;
 	if (!a->drain_link) {
-		a->drain_link = bpf_program__attach_iter(a->dp.skel->progs.sm_drain_tcp,
-							 NULL);
+		a->drain_link = bpf_program__attach_iter(a->dp.skel->progs.sm_drain_tcp, NULL);
 		if (!a->drain_link) {
 			err = -errno;
 			pr_warn("drain: iterator: %s; connections to %u removed "
-				"endpoint(s) stay open\n", strerror(-err), n);
+				"endpoint(s) stay open\n",
+				strerror(-err), n);
 			drain_clear(map_fd);
 			return err;
 		}
@@ -253,10 +249,12 @@ int sm_drain(struct sm_agent *a, const struct sm_image *old,
 	free(ns);
 	drain_clear(map_fd);
 	pr_info("drain: %u endpoint(s) removed; %llu connection(s) to them "
-		"closed\n", n, (unsigned long long)(drained_total(a) - before));
+		"closed\n",
+		n, (unsigned long long)(drained_total(a) - before));
 	if (err)
 		pr_warn("drain: some network namespaces could not be walked: "
-			"%s\n", strerror(-err));
+			"%s\n",
+			strerror(-err));
 	return err;
 }
 
@@ -277,7 +275,8 @@ int sm_late_scan(struct sm_agent *a)
 	if (!link) {
 		err = -errno;
 		pr_warn("untracked: iterator: %s; connections older than the "
-			"agent are not counted\n", strerror(-err));
+			"agent are not counted\n",
+			strerror(-err));
 		return err;
 	}
 	ns = calloc(1, sizeof(*ns));
@@ -293,6 +292,7 @@ int sm_late_scan(struct sm_agent *a)
 	bpf_link__destroy(link);
 	if (err)
 		pr_warn("untracked: some network namespaces could not be "
-			"walked: %s\n", strerror(-err));
+			"walked: %s\n",
+			strerror(-err));
 	return err;
 }

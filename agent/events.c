@@ -17,7 +17,7 @@
 #include "policy.h"
 #include "sockmesh/sockmesh.h"
 
-#define CG_CACHE 256	/* cgroup paths remembered, by id */
+#define CG_CACHE	  256 /* cgroup paths remembered, by id */
 #define SM_EVENTS_POLL_MS 50
 
 struct sm_events {
@@ -43,8 +43,7 @@ static uint64_t wall_ns(uint64_t boot_ns)
 
 	clock_gettime(CLOCK_REALTIME, &rt);
 	clock_gettime(CLOCK_BOOTTIME, &bt);
-	off = (int64_t)(rt.tv_sec - bt.tv_sec) * 1000000000LL +
-	      (rt.tv_nsec - bt.tv_nsec);
+	off = (int64_t)(rt.tv_sec - bt.tv_sec) * 1000000000LL + (rt.tv_nsec - bt.tv_nsec);
 	return boot_ns + off;
 }
 
@@ -58,30 +57,24 @@ static void addr_str(const struct sm_sockaddr *sa, char *buf, size_t len)
 		sm_sockaddr_str(sa, buf, len);
 }
 
-void sm_event_to_flow(const struct sm_event *e, struct sm_names *names,
-		      const char *cg_mount, struct sm_flow *f)
+void sm_event_to_flow(const struct sm_event *e, struct sm_names *names, const char *cg_mount,
+		      struct sm_flow *f)
 {
 	memset(f, 0, sizeof(*f));
 	f->ts_ns = wall_ns(e->ts_ns);
 	snprintf(f->event, sizeof(f->event), "%s", sm_event_name(e->type));
-	snprintf(f->side, sizeof(f->side), "%s",
-		 e->side == SM_SIDE_SERVER ? "server" : "client");
+	snprintf(f->side, sizeof(f->side), "%s", e->side == SM_SIDE_SERVER ? "server" : "client");
 	sockmesh_trace_id_hex(e->trace_id, f->trace_id);
 	sm_names_get(names, e->src_svc, f->src, sizeof(f->src));
 	sm_names_get(names, e->dst_svc, f->dst, sizeof(f->dst));
-	sm_names_get_subset(names, e->src_svc, e->src_subset, f->src_subset,
-			    sizeof(f->src_subset));
-	sm_names_get_subset(names, e->dst_svc, e->subset, f->subset,
-			    sizeof(f->subset));
+	sm_names_get_subset(names, e->src_svc, e->src_subset, f->src_subset, sizeof(f->src_subset));
+	sm_names_get_subset(names, e->dst_svc, e->subset, f->subset, sizeof(f->subset));
 	addr_str(&e->src, f->src_addr, sizeof(f->src_addr));
 	addr_str(&e->orig, f->orig_dst, sizeof(f->orig_dst));
 	addr_str(&e->dst, f->dst_addr, sizeof(f->dst_addr));
-	snprintf(f->proto, sizeof(f->proto), "%s",
-		 e->proto == IPPROTO_UDP ? "udp" : "tcp");
-	snprintf(f->verdict, sizeof(f->verdict), "%s",
-		 sm_verdict_name(e->verdict));
-	snprintf(f->reason, sizeof(f->reason), "%s",
-		 sm_reason_name(e->reason));
+	snprintf(f->proto, sizeof(f->proto), "%s", e->proto == IPPROTO_UDP ? "udp" : "tcp");
+	snprintf(f->verdict, sizeof(f->verdict), "%s", sm_verdict_name(e->verdict));
+	snprintf(f->reason, sizeof(f->reason), "%s", sm_reason_name(e->reason));
 	f->rule = e->rule == SM_RULE_NONE ? -1 : (int64_t)e->rule;
 	f->pid = e->pid;
 	memcpy(f->comm, e->comm, sizeof(f->comm));
@@ -95,13 +88,11 @@ void sm_event_to_flow(const struct sm_event *e, struct sm_names *names,
 	f->err = e->err;
 	f->folded = e->folded;
 	if (cg_mount && e->cgid)
-		sm_cgroup_path_of(cg_mount, e->cgid, f->cgroup,
-				  sizeof(f->cgroup));
+		sm_cgroup_path_of(cg_mount, e->cgid, f->cgroup, sizeof(f->cgroup));
 }
 
 /* cgroup paths cost two syscalls to find: remember recent ones. */
-static void cgroup_cached(struct sm_events *ev, uint64_t id, char *buf,
-			  size_t len)
+static void cgroup_cached(struct sm_events *ev, uint64_t id, char *buf, size_t len)
 {
 	unsigned int i = (unsigned int)(id % CG_CACHE);
 
@@ -122,8 +113,7 @@ static int handle_event(void *ctx, void *data, size_t size)
 		return 0;
 	sm_event_to_flow(data, ev->names, NULL, &f);
 	if (((struct sm_event *)data)->cgid)
-		cgroup_cached(ev, ((struct sm_event *)data)->cgid, f.cgroup,
-			      sizeof(f.cgroup));
+		cgroup_cached(ev, ((struct sm_event *)data)->cgid, f.cgroup, sizeof(f.cgroup));
 	if (sm_flowlog_add(ev->flowlog, &f))
 		atomic_fetch_add(&ev->write_errors, 1);
 	atomic_fetch_add(&ev->handled, 1);
@@ -145,8 +135,8 @@ static void *events_thread(void *arg)
 		if (err >= 0)
 			err = ring_buffer__consume(ev->rb);
 		if (err < 0 && err != -EINTR) {
-			pr_warn("ring buffer %s: poll: %s\n",
-				SM_STR(SM_MAP_EVENTS), strerror(-err));
+			pr_warn("ring buffer %s: poll: %s\n", SM_STR(SM_MAP_EVENTS),
+				strerror(-err));
 			break;
 		}
 	}

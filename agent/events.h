@@ -30,7 +30,7 @@ uint64_t sm_events_handled(const struct sm_events *ev);
 uint64_t sm_events_write_errors(const struct sm_events *ev);
 
 /* A datapath event as a flow record. */
-void sm_event_to_flow(const struct sm_event *e, struct sm_names *names,
-		      const char *cg_mount, struct sm_flow *f);
+void sm_event_to_flow(const struct sm_event *e, struct sm_names *names, const char *cg_mount,
+		      struct sm_flow *f);
 
 #endif /* SM_EVENTS_H */

@@ -55,11 +55,33 @@ _Static_assert(NODE_MAX <= FIELD_MAX, "node outgrew FIELD_MAX");
  * deny records end with "folded".
  */
 enum fkey {
-	K_TS, K_NODE, K_EVENT, K_SIDE, K_TRACE_ID, K_SRC, K_DST, K_SUBSET,
-	K_SRC_SUBSET, K_SRC_ADDR, K_ORIG_DST, K_DST_ADDR, K_PROTO, K_VERDICT,
-	K_REASON, K_RULE, K_PID, K_COMM, K_CGROUP, K_COOKIE,
-	K_DURATION, K_BYTES_SENT, K_BYTES_RECEIVED, K_SRTT, K_RETRANS,
-	K_ERROR, K_FOLDED,
+	K_TS,
+	K_NODE,
+	K_EVENT,
+	K_SIDE,
+	K_TRACE_ID,
+	K_SRC,
+	K_DST,
+	K_SUBSET,
+	K_SRC_SUBSET,
+	K_SRC_ADDR,
+	K_ORIG_DST,
+	K_DST_ADDR,
+	K_PROTO,
+	K_VERDICT,
+	K_REASON,
+	K_RULE,
+	K_PID,
+	K_COMM,
+	K_CGROUP,
+	K_COOKIE,
+	K_DURATION,
+	K_BYTES_SENT,
+	K_BYTES_RECEIVED,
+	K_SRTT,
+	K_RETRANS,
+	K_ERROR,
+	K_FOLDED,
 	K_MAX,
 };
 
@@ -69,33 +91,33 @@ static const struct {
 	const char *name;
 	enum ktype type;
 } keys[K_MAX] = {
-	[K_TS] = { "ts", T_STR },
-	[K_NODE] = { "node", T_STR },
-	[K_EVENT] = { "event", T_STR },
-	[K_SIDE] = { "side", T_STR },
-	[K_TRACE_ID] = { "trace_id", T_STR },
-	[K_SRC] = { "src", T_STR },
-	[K_DST] = { "dst", T_STR },
-	[K_SUBSET] = { "subset", T_STR },
-	[K_SRC_SUBSET] = { "src_subset", T_STR },
-	[K_SRC_ADDR] = { "src_addr", T_STR },
-	[K_ORIG_DST] = { "orig_dst", T_STR },
-	[K_DST_ADDR] = { "dst_addr", T_STR },
-	[K_PROTO] = { "proto", T_STR },
-	[K_VERDICT] = { "verdict", T_STR },
-	[K_REASON] = { "reason", T_STR },
-	[K_RULE] = { "rule", T_I64 },
-	[K_PID] = { "pid", T_U64 },
-	[K_COMM] = { "comm", T_STR },
-	[K_CGROUP] = { "cgroup", T_STR },
-	[K_COOKIE] = { "cookie", T_U64 },
-	[K_DURATION] = { "duration_ns", T_U64 },
-	[K_BYTES_SENT] = { "bytes_sent", T_U64 },
-	[K_BYTES_RECEIVED] = { "bytes_received", T_U64 },
-	[K_SRTT] = { "srtt_us", T_U64 },
-	[K_RETRANS] = { "retransmits", T_U64 },
-	[K_ERROR] = { "error", T_CONST },
-	[K_FOLDED] = { "folded", T_U64 },
+	[K_TS] = {"ts", T_STR},
+	[K_NODE] = {"node", T_STR},
+	[K_EVENT] = {"event", T_STR},
+	[K_SIDE] = {"side", T_STR},
+	[K_TRACE_ID] = {"trace_id", T_STR},
+	[K_SRC] = {"src", T_STR},
+	[K_DST] = {"dst", T_STR},
+	[K_SUBSET] = {"subset", T_STR},
+	[K_SRC_SUBSET] = {"src_subset", T_STR},
+	[K_SRC_ADDR] = {"src_addr", T_STR},
+	[K_ORIG_DST] = {"orig_dst", T_STR},
+	[K_DST_ADDR] = {"dst_addr", T_STR},
+	[K_PROTO] = {"proto", T_STR},
+	[K_VERDICT] = {"verdict", T_STR},
+	[K_REASON] = {"reason", T_STR},
+	[K_RULE] = {"rule", T_I64},
+	[K_PID] = {"pid", T_U64},
+	[K_COMM] = {"comm", T_STR},
+	[K_CGROUP] = {"cgroup", T_STR},
+	[K_COOKIE] = {"cookie", T_U64},
+	[K_DURATION] = {"duration_ns", T_U64},
+	[K_BYTES_SENT] = {"bytes_sent", T_U64},
+	[K_BYTES_RECEIVED] = {"bytes_received", T_U64},
+	[K_SRTT] = {"srtt_us", T_U64},
+	[K_RETRANS] = {"retransmits", T_U64},
+	[K_ERROR] = {"error", T_CONST},
+	[K_FOLDED] = {"folded", T_U64},
 };
 
 /* The shapes a record takes. */
@@ -126,21 +148,17 @@ struct flow_json {
 	struct json_object *val[K_MAX];
 	struct json_object *shape[SHAPE_MAX];
 	bool shown[SHAPE_MAX][K_MAX];
-	time_t ts_sec;			/* the second ts_date holds */
-	char ts_date[80];		/* "2026-12-03T13:20:00." */
+	time_t ts_sec;	  /* the second ts_date holds */
+	char ts_date[80]; /* "2026-12-03T13:20:00." */
 };
 
 static struct json_object *val_new(enum fkey k)
 {
 	switch (keys[k].type) {
-	case T_U64:
-		return json_object_new_uint64(0);
-	case T_I64:
-		return json_object_new_int64(0);
-	case T_CONST:
-		return json_object_new_string("not_established");
-	default:
-		return json_object_new_string("");
+	case T_U64: return json_object_new_uint64(0);
+	case T_I64: return json_object_new_int64(0);
+	case T_CONST: return json_object_new_string("not_established");
+	default: return json_object_new_string("");
 	}
 }
 
@@ -326,8 +344,8 @@ static int val_ts(struct flow_json *fj, uint64_t ts_ns)
 		if (!gmtime_r(&sec, &tm))
 			return -EOVERFLOW;
 		snprintf(fj->ts_date, sizeof(fj->ts_date), "%04d-%02d-%02dT%02d:%02d:%02d.",
-			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-			 tm.tm_min, tm.tm_sec);
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			 tm.tm_sec);
 		fj->ts_sec = sec;
 	}
 	n = strlen(fj->ts_date);
@@ -396,8 +414,8 @@ static enum shape flow_shape(const struct sm_flow *f)
 }
 
 /* The JSON text of f into buf (NUL-terminated); its length into *out_len. */
-static int flow_json_render(struct flow_json *fj, const struct sm_flow *f,
-			    const char *node, char *buf, size_t len, size_t *out_len)
+static int flow_json_render(struct flow_json *fj, const struct sm_flow *f, const char *node,
+			    char *buf, size_t len, size_t *out_len)
 {
 	enum shape s = flow_shape(f);
 	const char *text;
@@ -420,8 +438,7 @@ static int flow_json_render(struct flow_json *fj, const struct sm_flow *f,
 	return 0;
 }
 
-int sm_flow_to_json(const struct sm_flow *f, const char *node, char *buf,
-		    size_t len)
+int sm_flow_to_json(const struct sm_flow *f, const char *node, char *buf, size_t len)
 {
 	struct flow_json fj;
 	size_t n;
@@ -440,28 +457,28 @@ int sm_flow_to_json(const struct sm_flow *f, const char *node, char *buf,
 struct sm_flowlog {
 	/* The file half: the writer, reopen and set_node. */
 	pthread_mutex_t file_lock;
-	char *path;		/* NULL: memory only */
-	char *from;		/* scratch for rotated names: path.N */
+	char *path; /* NULL: memory only */
+	char *from; /* scratch for rotated names: path.N */
 	char *to;
-	size_t name_size;	/* of from and to */
-	int fd;			/* -1 while the file cannot be opened */
-	int open_err;		/* why, returned until the next try */
-	uint64_t retry_ns;	/* CLOCK_MONOTONIC time of the next try */
-	bool failing;		/* the last write failed (logged once) */
+	size_t name_size;  /* of from and to */
+	int fd;		   /* -1 while the file cannot be opened */
+	int open_err;	   /* why, returned until the next try */
+	uint64_t retry_ns; /* CLOCK_MONOTONIC time of the next try */
+	bool failing;	   /* the last write failed (logged once) */
 	size_t size;
 	size_t max_bytes;
 	unsigned int keep;
 	char node[NODE_MAX];
 	struct flow_json fj;
-	char line[SM_FLOW_JSON_MAX + 1];	/* the JSON plus '\n' */
+	char line[SM_FLOW_JSON_MAX + 1]; /* the JSON plus '\n' */
 
 	/* The window half: the writer and queries. */
 	pthread_mutex_t win_lock;
 	struct sm_flow *ring;
 	size_t window;
-	size_t head;		/* the slot the next record goes to */
+	size_t head; /* the slot the next record goes to */
 	size_t count;
-	uint64_t total;		/* records ever added */
+	uint64_t total; /* records ever added */
 	char win_node[NODE_MAX];
 };
 
@@ -710,8 +727,7 @@ static bool flow_match(const struct sm_flow *f, const struct sm_flow_query *q)
 {
 	if (q->trace_id && q->trace_id[0] && strcasecmp(q->trace_id, f->trace_id))
 		return false;
-	if (q->service && q->service[0] && strcmp(q->service, f->src) &&
-	    strcmp(q->service, f->dst))
+	if (q->service && q->service[0] && strcmp(q->service, f->src) && strcmp(q->service, f->dst))
 		return false;
 	return field_match(q->verdict, f->verdict) && field_match(q->event, f->event);
 }
@@ -733,8 +749,8 @@ static size_t window_snapshot(struct sm_flowlog *fl, uint64_t *total)
  * of hits, oldest first, and returns where they start. Records that arrived
  * after the snapshot are skipped so the answer is one point in time.
  */
-static size_t window_collect(struct sm_flowlog *fl, const struct sm_flow_query *q,
-			     uint64_t total, struct sm_flow *hits, size_t cap, char *node)
+static size_t window_collect(struct sm_flowlog *fl, const struct sm_flow_query *q, uint64_t total,
+			     struct sm_flow *hits, size_t cap, char *node)
 {
 	size_t pos = cap, i, idx;
 	uint64_t skip;
@@ -752,8 +768,8 @@ static size_t window_collect(struct sm_flowlog *fl, const struct sm_flow_query *
 }
 
 /* Appends the records to buf as the elements of a JSON array. */
-static int render_elems(const struct sm_flow *recs, size_t n, const char *node,
-			char **buf, size_t *cap, size_t *used)
+static int render_elems(const struct sm_flow *recs, size_t n, const char *node, char **buf,
+			size_t *cap, size_t *used)
 {
 	struct flow_json fj;
 	size_t i, one;
@@ -785,8 +801,8 @@ static int render_elems(const struct sm_flow *recs, size_t n, const char *node,
 }
 
 /* The records as a JSON array of the same objects the file gets. */
-static int render_array(const struct sm_flow *recs, size_t n, const char *node,
-			char **json, size_t *len)
+static int render_array(const struct sm_flow *recs, size_t n, const char *node, char **json,
+			size_t *len)
 {
 	size_t cap = 4096, used = 1;
 	char *buf;
@@ -808,8 +824,7 @@ static int render_array(const struct sm_flow *recs, size_t n, const char *node,
 	return 0;
 }
 
-int sm_flowlog_query(struct sm_flowlog *fl, const struct sm_flow_query *q,
-		     char **json, size_t *len)
+int sm_flowlog_query(struct sm_flowlog *fl, const struct sm_flow_query *q, char **json, size_t *len)
 {
 	struct sm_flow_query any = {};
 	struct sm_flow *hits = NULL;
@@ -847,8 +862,8 @@ static void node_set(char *dst, const char *node)
 		return;
 	}
 	if (strlen(node) >= NODE_MAX)
-		pr_warn("flow log: node name '%.32s...' is longer than %d bytes; cut there",
-			node, NODE_MAX - 1);
+		pr_warn("flow log: node name '%.32s...' is longer than %d bytes; cut there", node,
+			NODE_MAX - 1);
 	snprintf(dst, NODE_MAX, "%s", node);
 }
 

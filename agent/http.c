@@ -16,7 +16,7 @@
 
 #define DEFAULT_MAX_CONNS 64
 #define DEFAULT_TIMEOUT_S 30
-#define DEFAULT_MAX_BODY (4u << 20)
+#define DEFAULT_MAX_BODY  (4u << 20)
 /* Request line plus headers must fit in this much per connection. */
 #define CONN_MEMORY 32768
 /* No PEM file we accept is anywhere near this; it stops us reading /dev/zero. */
@@ -27,9 +27,9 @@ struct sm_http {
 	struct sm_http_route *routes;
 	size_t n_routes;
 	void *arg;
-	char *token;		/* NULL: no authentication */
+	char *token; /* NULL: no authentication */
 	size_t token_len;
-	char *cert;		/* PEM text; MHD reads it while starting */
+	char *cert; /* PEM text; MHD reads it while starting */
 	char *key;
 	size_t key_len;
 	size_t max_body;
@@ -44,12 +44,11 @@ struct req_state {
 	char *body;
 	size_t len;
 	size_t cap;
-	int err;		/* -E2BIG (over the limit), -ENOMEM: the rest is dropped */
+	int err; /* -E2BIG (over the limit), -ENOMEM: the rest is dropped */
 };
 
 /* Split "HOST:PORT" or "[HOST]:PORT"; *bracketed says which it was. */
-static int split_listen(const char *s, char *host, size_t size, bool *bracketed,
-			uint16_t *port)
+static int split_listen(const char *s, char *host, size_t size, bool *bracketed, uint16_t *port)
 {
 	const char *colon, *h = s;
 	unsigned long p;
@@ -116,8 +115,8 @@ struct unknown_arg {
 	const char *first;
 };
 
-static enum MHD_Result unknown_arg(void *cls, enum MHD_ValueKind kind,
-				   const char *key, const char *value)
+static enum MHD_Result unknown_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				   const char *value)
 {
 	struct unknown_arg *u = cls;
 	const char *const *k;
@@ -131,13 +130,11 @@ static enum MHD_Result unknown_arg(void *cls, enum MHD_ValueKind kind,
 	return MHD_NO;
 }
 
-const char *sm_http_query_unknown(const struct sm_http_req *req,
-				  const char *const *known)
+const char *sm_http_query_unknown(const struct sm_http_req *req, const char *const *known)
 {
-	struct unknown_arg u = { known, NULL };
+	struct unknown_arg u = {known, NULL};
 
-	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, unknown_arg,
-				  &u);
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, unknown_arg, &u);
 	return u.first;
 }
 
@@ -165,17 +162,15 @@ int sm_http_resp_header(struct sm_http_resp *resp, const char *name, const char 
 	return 0;
 }
 
-int sm_http_resp_json(struct sm_http_resp *resp, unsigned int status,
-		      struct json_object *obj)
+int sm_http_resp_json(struct sm_http_resp *resp, unsigned int status, struct json_object *obj)
 {
 	const char *s;
 	size_t len;
 	char *body;
 
 	/* Unescaped slashes: cgroup paths stay readable and greppable. */
-	s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN |
-					       JSON_C_TO_STRING_NOSLASHESCAPE,
-					       &len);
+	s = json_object_to_json_string_length(
+		obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 	if (!s)
 		return -ENOMEM;
 	body = malloc(len + 2);
@@ -264,12 +259,11 @@ static enum MHD_Result queue_resp(struct MHD_Connection *conn, struct sm_http_re
 	r = mhd_response(resp);
 	if (!r)
 		goto out_release;
-	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-				    resp->content_type) != MHD_YES)
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type) != MHD_YES)
 		goto out_destroy;
 	for (i = 0; i < resp->n_hdrs; i++) {
-		if (MHD_add_response_header(r, resp->hdr_names[i],
-					    resp->hdr_values[i]) != MHD_YES) {
+		if (MHD_add_response_header(r, resp->hdr_names[i], resp->hdr_values[i]) !=
+		    MHD_YES) {
 			pr_debug("http: response header '%s': not valid, dropped",
 				 resp->hdr_names[i]);
 		}
@@ -379,8 +373,8 @@ static bool declared_too_large(const struct sm_http *h, struct MHD_Connection *c
 }
 
 /* First call for a request: headers are in, the body (if any) is not. */
-static enum MHD_Result on_headers(struct sm_http *h, struct MHD_Connection *conn,
-				  const char *path, const char *method, void **con_cls)
+static enum MHD_Result on_headers(struct sm_http *h, struct MHD_Connection *conn, const char *path,
+				  const char *method, void **con_cls)
 {
 	const struct sm_http_route *route;
 	struct req_state *rs;
@@ -407,8 +401,7 @@ static enum MHD_Result on_headers(struct sm_http *h, struct MHD_Connection *conn
 }
 
 /* Keep a piece of the body, or drop it once the body is over the limit. */
-static void take_body(const struct sm_http *h, struct req_state *rs, const char *data,
-		      size_t size)
+static void take_body(const struct sm_http *h, struct req_state *rs, const char *data, size_t size)
 {
 	size_t cap = rs->cap ? rs->cap : 4096;
 	char *p;
@@ -449,8 +442,7 @@ err_drop:
 
 /* Last call for a request: run the handler and queue what it answered. */
 static enum MHD_Result dispatch(struct sm_http *h, struct req_state *rs,
-				struct MHD_Connection *conn, const char *path,
-				const char *method)
+				struct MHD_Connection *conn, const char *path, const char *method)
 {
 	struct sm_http_req req = {
 		.method = method,
@@ -482,9 +474,8 @@ static enum MHD_Result dispatch(struct sm_http *h, struct req_state *rs,
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-				  const char *method, const char *version,
-				  const char *upload_data, size_t *upload_data_size,
-				  void **con_cls)
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **con_cls)
 {
 	struct sm_http *h = cls;
 	struct req_state *rs = *con_cls;
@@ -677,9 +668,9 @@ static struct MHD_Daemon *daemon_start(struct sm_http *h, const struct sm_http_o
 {
 	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
 	struct MHD_OptionItem tls[] = {
-		{ MHD_OPTION_HTTPS_MEM_CERT, 0, h->cert },
-		{ MHD_OPTION_HTTPS_MEM_KEY, 0, h->key },
-		{ MHD_OPTION_END, 0, NULL },
+		{MHD_OPTION_HTTPS_MEM_CERT, 0, h->cert},
+		{MHD_OPTION_HTTPS_MEM_KEY, 0, h->key},
+		{MHD_OPTION_END, 0, NULL},
 	};
 
 	if (ss->ss_family == AF_INET6)
@@ -689,15 +680,13 @@ static struct MHD_Daemon *daemon_start(struct sm_http *h, const struct sm_http_o
 	/* The port only makes MHD's messages name it; the address is what binds. */
 	return MHD_start_daemon(flags, ss_port(ss), NULL, NULL, on_request, h,
 				MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-				MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-				MHD_OPTION_SOCK_ADDR, ss,
-				MHD_OPTION_CONNECTION_LIMIT,
+				MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_SOCK_ADDR,
+				ss, MHD_OPTION_CONNECTION_LIMIT,
 				opts->max_conns ? opts->max_conns : DEFAULT_MAX_CONNS,
 				MHD_OPTION_CONNECTION_TIMEOUT,
 				opts->timeout_s ? opts->timeout_s : DEFAULT_TIMEOUT_S,
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-				MHD_OPTION_ARRAY, h->cert ? tls : &tls[2],
-				MHD_OPTION_END);
+				MHD_OPTION_ARRAY, h->cert ? tls : &tls[2], MHD_OPTION_END);
 }
 
 int sm_http_start(struct sm_http **out, const struct sm_http_opts *opts,
@@ -733,8 +722,7 @@ int sm_http_start(struct sm_http **out, const struct sm_http_opts *opts,
 	}
 	info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
 	h->port = info ? info->port : 0;
-	pr_debug("http: listening on %s%s (port %u)", addr, h->cert ? " with TLS" : "",
-		h->port);
+	pr_debug("http: listening on %s%s (port %u)", addr, h->cert ? " with TLS" : "", h->port);
 	*out = h;
 	return 0;
 

@@ -29,15 +29,15 @@
 #include <sys/socket.h>
 
 #define SM_HTTP_DEFAULT_LISTEN "127.0.0.1:9477"
-#define SM_HTTP_JSON "application/json"
+#define SM_HTTP_JSON	       "application/json"
 
 struct sm_http_opts {
 	const char *listen;	/* "ADDR:PORT", ADDR IPv4 or [IPv6]; NULL: default */
 	const char *token;	/* bearer token; NULL or "": no authentication */
 	const char *tls_cert;	/* PEM file; NULL: plain HTTP */
 	const char *tls_key;	/* PEM file; needed with tls_cert */
-	unsigned int max_conns;	/* 0: 64 */
-	unsigned int timeout_s;	/* idle seconds before a connection closes; 0: 30 */
+	unsigned int max_conns; /* 0: 64 */
+	unsigned int timeout_s; /* idle seconds before a connection closes; 0: 30 */
 	size_t max_body;	/* request body limit in bytes; 0: 4 MiB */
 };
 
@@ -45,11 +45,11 @@ struct MHD_Connection;
 
 /* What a handler sees of the request; valid only during the call. */
 struct sm_http_req {
-	const char *method;	/* "GET", "HEAD", "PUT", ... */
-	const char *path;	/* no query string, percent-decoded */
-	const char *body;	/* never NULL; NUL-terminated after body_len bytes */
+	const char *method; /* "GET", "HEAD", "PUT", ... */
+	const char *path;   /* no query string, percent-decoded */
+	const char *body;   /* never NULL; NUL-terminated after body_len bytes */
 	size_t body_len;
-	struct MHD_Connection *conn;	/* for sm_http_query() and sm_http_header() */
+	struct MHD_Connection *conn; /* for sm_http_query() and sm_http_header() */
 };
 
 /* A query parameter, percent-decoded; NULL when absent or given without '='. */
@@ -58,8 +58,7 @@ const char *sm_http_query(const struct sm_http_req *req, const char *name);
  * The first query parameter whose name is not in known (NULL-terminated),
  * or NULL: a misspelt filter must not pass for no filter.
  */
-const char *sm_http_query_unknown(const struct sm_http_req *req,
-				  const char *const *known);
+const char *sm_http_query_unknown(const struct sm_http_req *req, const char *const *known);
 /* A request header, by case-insensitive name; NULL when absent. */
 const char *sm_http_header(const struct sm_http_req *req, const char *name);
 
@@ -85,14 +84,14 @@ struct sm_http_resp {
  * A handler returns 0 with resp filled, or -errno and the client gets 500
  * (the body it may have set is dropped). arg is the one given to start.
  */
-typedef int (*sm_http_handler_fn)(const struct sm_http_req *req,
-				  struct sm_http_resp *resp, void *arg);
+typedef int (*sm_http_handler_fn)(const struct sm_http_req *req, struct sm_http_resp *resp,
+				  void *arg);
 
 struct sm_http_route {
-	const char *method;	/* "GET", "PUT", ... */
-	const char *path;	/* exact: "/v1/status" */
+	const char *method; /* "GET", "PUT", ... */
+	const char *path;   /* exact: "/v1/status" */
 	sm_http_handler_fn handler;
-	bool auth;		/* needs the bearer token, if one is configured */
+	bool auth; /* needs the bearer token, if one is configured */
 };
 
 struct sm_http;
@@ -124,8 +123,7 @@ struct json_object;
  * Set status and an application/json body serialised from obj, ending in a
  * newline. obj stays the caller's (put it afterwards). 0 or -ENOMEM.
  */
-int sm_http_resp_json(struct sm_http_resp *resp, unsigned int status,
-		      struct json_object *obj);
+int sm_http_resp_json(struct sm_http_resp *resp, unsigned int status, struct json_object *obj);
 /* Set status and the body {"error": "<message, cut at 511 bytes>"}. 0 or -ENOMEM. */
 int sm_http_resp_error(struct sm_http_resp *resp, unsigned int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -3,11 +3,8 @@
 #include "sockmesh/abi.h"
 
 static const char *const verdict_names[SM_V_MAX] = {
-	[SM_V_ALLOWED] = "allowed",
-	[SM_V_DENIED] = "denied",
-	[SM_V_AUDIT] = "audit",
-	[SM_V_NO_BACKEND] = "no_backend",
-	[SM_V_QUOTA] = "quota",
+	[SM_V_ALLOWED] = "allowed",	  [SM_V_DENIED] = "denied", [SM_V_AUDIT] = "audit",
+	[SM_V_NO_BACKEND] = "no_backend", [SM_V_QUOTA] = "quota",
 };
 
 static const char *const reason_names[SM_WHY_MAX] = {
@@ -23,11 +20,8 @@ static const char *const reason_names[SM_WHY_MAX] = {
 };
 
 static const char *const event_names[] = {
-	[SM_EV_CONNECT] = "connect",
-	[SM_EV_DENY] = "deny",
-	[SM_EV_AUDIT] = "audit",
-	[SM_EV_CLOSE] = "close",
-	[SM_EV_OUTLIER] = "outlier",
+	[SM_EV_CONNECT] = "connect", [SM_EV_DENY] = "deny",	  [SM_EV_AUDIT] = "audit",
+	[SM_EV_CLOSE] = "close",     [SM_EV_OUTLIER] = "outlier",
 };
 
 static const char *const stat_names[SM_S_MAX] = {
@@ -48,8 +42,7 @@ _Static_assert(sizeof(verdict_names) / sizeof(verdict_names[0]) == SM_V_MAX,
 	       "a verdict has no name");
 _Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == SM_WHY_MAX,
 	       "a reason has no name");
-_Static_assert(sizeof(stat_names) / sizeof(stat_names[0]) == SM_S_MAX,
-	       "a counter has no name");
+_Static_assert(sizeof(stat_names) / sizeof(stat_names[0]) == SM_S_MAX, "a counter has no name");
 
 const char *sm_verdict_name(unsigned int v)
 {
@@ -71,16 +64,15 @@ const char *sm_stat_name(unsigned int s)
 	return s < SM_S_MAX ? stat_names[s] : "unknown";
 }
 
-struct json_object *sm_json_diag(const struct sm_diags *d,
-				 const struct sm_diag *item)
+struct json_object *sm_json_diag(const struct sm_diags *d, const struct sm_diag *item)
 {
 	struct json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "file", json_object_new_string(d->file));
-	json_object_object_add(o, "line", item->loc.line ?
-				       json_object_new_int(item->loc.line) : NULL);
-	json_object_object_add(o, "column", item->loc.line ?
-				       json_object_new_int(item->loc.col) : NULL);
+	json_object_object_add(o, "line",
+			       item->loc.line ? json_object_new_int(item->loc.line) : NULL);
+	json_object_object_add(o, "column",
+			       item->loc.line ? json_object_new_int(item->loc.col) : NULL);
 	json_object_object_add(o, "message", json_object_new_string(item->msg));
 	return o;
 }

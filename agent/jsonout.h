@@ -14,7 +14,6 @@ const char *sm_event_name(unsigned int type);
 const char *sm_stat_name(unsigned int s);
 
 /* {"file":..,"line":..,"column":..,"message":..} */
-struct json_object *sm_json_diag(const struct sm_diags *d,
-				 const struct sm_diag *item);
+struct json_object *sm_json_diag(const struct sm_diags *d, const struct sm_diag *item);
 
 #endif /* SM_JSONOUT_H */

@@ -24,37 +24,25 @@ static const struct {
 	enum sm_map_size size;
 	int slotted;
 } map_sizes[] = {
-	{ SM_STR(SM_MAP_CGROUP), SM_SIZE_CGROUP, 1 },
-	{ SM_STR(SM_MAP_DEST), SM_SIZE_DEST, 1 },
-	{ SM_STR(SM_MAP_SVC), SM_SIZE_SVC, 1 },
-	{ SM_STR(SM_MAP_BACKEND), SM_SIZE_BACKEND, 1 },
-	{ SM_STR(SM_MAP_RULE), SM_SIZE_RULE, 1 },
-	{ SM_STR(SM_MAP_QCFG), SM_SIZE_QUOTA, 1 },
-	{ SM_STR(SM_MAP_QSTATE), SM_SIZE_QUOTA, 0 },
-	{ SM_STR(SM_MAP_PAIR), SM_SIZE_PAIR, 0 },
-	{ SM_STR(SM_MAP_CANARY), SM_SIZE_CANARY, 0 },
-	{ SM_STR(SM_MAP_TRACE), SM_SIZE_TRACE, 0 },
-	{ SM_STR(SM_MAP_LOCAL), SM_SIZE_LOCAL, 0 },
-	{ SM_STR(SM_MAP_NAMES), SM_SIZE_NAMES, 0 },
-	{ SM_STR(SM_MAP_EVENTS), SM_SIZE_EVENTS, 0 },
+	{SM_STR(SM_MAP_CGROUP), SM_SIZE_CGROUP, 1}, {SM_STR(SM_MAP_DEST), SM_SIZE_DEST, 1},
+	{SM_STR(SM_MAP_SVC), SM_SIZE_SVC, 1},	    {SM_STR(SM_MAP_BACKEND), SM_SIZE_BACKEND, 1},
+	{SM_STR(SM_MAP_RULE), SM_SIZE_RULE, 1},	    {SM_STR(SM_MAP_QCFG), SM_SIZE_QUOTA, 1},
+	{SM_STR(SM_MAP_QSTATE), SM_SIZE_QUOTA, 0},  {SM_STR(SM_MAP_PAIR), SM_SIZE_PAIR, 0},
+	{SM_STR(SM_MAP_CANARY), SM_SIZE_CANARY, 0}, {SM_STR(SM_MAP_TRACE), SM_SIZE_TRACE, 0},
+	{SM_STR(SM_MAP_LOCAL), SM_SIZE_LOCAL, 0},   {SM_STR(SM_MAP_NAMES), SM_SIZE_NAMES, 0},
+	{SM_STR(SM_MAP_EVENTS), SM_SIZE_EVENTS, 0},
 };
 
 static const struct {
 	const char *name;
 	uint32_t def;
 } size_opts[SM_SIZE_MAX] = {
-	[SM_SIZE_CGROUP] = { "cgroup", 4096 },
-	[SM_SIZE_DEST] = { "dest", 16384 },
-	[SM_SIZE_SVC] = { "service", 4096 },
-	[SM_SIZE_BACKEND] = { "backend", 32768 },
-	[SM_SIZE_RULE] = { "rule", 131072 },
-	[SM_SIZE_QUOTA] = { "quota", 4096 },
-	[SM_SIZE_PAIR] = { "pair", 16384 },
-	[SM_SIZE_CANARY] = { "canary", 4096 },
-	[SM_SIZE_TRACE] = { "trace", 65536 },
-	[SM_SIZE_LOCAL] = { "local", 65536 },
-	[SM_SIZE_NAMES] = { "names", 8192 },
-	[SM_SIZE_EVENTS] = { "events", 4 << 20 },
+	[SM_SIZE_CGROUP] = {"cgroup", 4096}, [SM_SIZE_DEST] = {"dest", 16384},
+	[SM_SIZE_SVC] = {"service", 4096},   [SM_SIZE_BACKEND] = {"backend", 32768},
+	[SM_SIZE_RULE] = {"rule", 131072},   [SM_SIZE_QUOTA] = {"quota", 4096},
+	[SM_SIZE_PAIR] = {"pair", 16384},    [SM_SIZE_CANARY] = {"canary", 4096},
+	[SM_SIZE_TRACE] = {"trace", 65536},  [SM_SIZE_LOCAL] = {"local", 65536},
+	[SM_SIZE_NAMES] = {"names", 8192},   [SM_SIZE_EVENTS] = {"events", 4 << 20},
 };
 
 /* Hook labels for metrics and logs, by program. */
@@ -62,19 +50,13 @@ static const struct {
 	const char *prog;
 	const char *label;
 } hook_labels[] = {
-	{ "sm_sock_create", "sock_create" },
-	{ "sm_sock_release", "sock_release" },
-	{ "sm_connect4", "connect4" },
-	{ "sm_connect6", "connect6" },
-	{ "sm_sendmsg4", "sendmsg4" },
-	{ "sm_sendmsg6", "sendmsg6" },
-	{ "sm_recvmsg4", "recvmsg4" },
-	{ "sm_recvmsg6", "recvmsg6" },
-	{ "sm_getpeer4", "getpeername4" },
-	{ "sm_getpeer6", "getpeername6" },
-	{ "sm_sockops", "sockops" },
-	{ "sm_getsockopt", "getsockopt" },
-	{ "sm_ingress", "ingress" },
+	{"sm_sock_create", "sock_create"}, {"sm_sock_release", "sock_release"},
+	{"sm_connect4", "connect4"},	   {"sm_connect6", "connect6"},
+	{"sm_sendmsg4", "sendmsg4"},	   {"sm_sendmsg6", "sendmsg6"},
+	{"sm_recvmsg4", "recvmsg4"},	   {"sm_recvmsg6", "recvmsg6"},
+	{"sm_getpeer4", "getpeername4"},   {"sm_getpeer6", "getpeername6"},
+	{"sm_sockops", "sockops"},	   {"sm_getsockopt", "getsockopt"},
+	{"sm_ingress", "ingress"},
 };
 
 void sm_dp_default_sizes(uint32_t *sizes)
@@ -141,8 +123,7 @@ static void set_sizes(struct bpf_object *obj, const uint32_t *sizes)
 		if (!map)
 			continue;
 		bpf_map__set_max_entries(map, sizes[map_sizes[i].size] *
-						      (map_sizes[i].slotted ?
-							       SM_SLOTS : 1));
+						      (map_sizes[i].slotted ? SM_SLOTS : 1));
 	}
 }
 
@@ -171,37 +152,37 @@ static const struct {
 	const char *map;
 	enum pin_fate fate;
 } map_fates[] = {
-	{ SM_STR(SM_MAP_ACTIVE), FATE_POLICY },
-	{ SM_STR(SM_MAP_CONFIG), FATE_POLICY },
-	{ SM_STR(SM_MAP_CGROUP), FATE_POLICY },
-	{ SM_STR(SM_MAP_DEST), FATE_POLICY },
-	{ SM_STR(SM_MAP_SVC), FATE_POLICY },
-	{ SM_STR(SM_MAP_BACKEND), FATE_POLICY },
-	{ SM_STR(SM_MAP_RULE), FATE_POLICY },
-	{ SM_STR(SM_MAP_QCFG), FATE_POLICY },
+	{SM_STR(SM_MAP_ACTIVE), FATE_POLICY},
+	{SM_STR(SM_MAP_CONFIG), FATE_POLICY},
+	{SM_STR(SM_MAP_CGROUP), FATE_POLICY},
+	{SM_STR(SM_MAP_DEST), FATE_POLICY},
+	{SM_STR(SM_MAP_SVC), FATE_POLICY},
+	{SM_STR(SM_MAP_BACKEND), FATE_POLICY},
+	{SM_STR(SM_MAP_RULE), FATE_POLICY},
+	{SM_STR(SM_MAP_QCFG), FATE_POLICY},
 	/* Counters restart from zero; Prometheus reads that as a reset. */
-	{ SM_STR(SM_MAP_STATS), FATE_FRESH },
-	{ SM_STR(SM_MAP_PAIR), FATE_FRESH },
-	{ SM_STR(SM_MAP_CANARY), FATE_FRESH },
+	{SM_STR(SM_MAP_STATS), FATE_FRESH},
+	{SM_STR(SM_MAP_PAIR), FATE_FRESH},
+	{SM_STR(SM_MAP_CANARY), FATE_FRESH},
 	/* Flow events not read yet are lost. */
-	{ SM_STR(SM_MAP_EVENTS), FATE_FRESH },
+	{SM_STR(SM_MAP_EVENTS), FATE_FRESH},
 	/*
 	 * Trace ids of handshakes in flight: those servers make their own
 	 * id. Local clients of open connections: the server side's close
 	 * record names the peer "world". Outlier state: ejected backends
 	 * come back at once. Drain requests live only during a reload.
 	 */
-	{ SM_STR(SM_MAP_TRACE), FATE_FRESH },
-	{ SM_STR(SM_MAP_LOCAL), FATE_FRESH },
-	{ SM_STR(SM_MAP_OUTLIER), FATE_FRESH },
-	{ SM_STR(SM_MAP_DRAIN), FATE_FRESH },
-	{ SM_STR(SM_MAP_DENYRATE), FATE_FRESH },
+	{SM_STR(SM_MAP_TRACE), FATE_FRESH},
+	{SM_STR(SM_MAP_LOCAL), FATE_FRESH},
+	{SM_STR(SM_MAP_OUTLIER), FATE_FRESH},
+	{SM_STR(SM_MAP_DRAIN), FATE_FRESH},
+	{SM_STR(SM_MAP_DENYRATE), FATE_FRESH},
 	/*
 	 * Service ids are held by open sockets and by counters, and live
 	 * quota counts by the connections that took them: copied.
 	 */
-	{ SM_STR(SM_MAP_NAMES), FATE_COPY },
-	{ SM_STR(SM_MAP_QSTATE), FATE_COPY },
+	{SM_STR(SM_MAP_NAMES), FATE_COPY},
+	{SM_STR(SM_MAP_QSTATE), FATE_COPY},
 	/* The socket storage of every open socket (sm_sk) is refused. */
 };
 
@@ -217,14 +198,13 @@ static enum pin_fate map_fate(const char *name)
 
 /* A pinned map compared with what the object wants. */
 struct pin_cmp {
-	int pinned;		/* a map is pinned at the path */
-	int same_layout;	/* type, key, value and flags */
-	int same_size;		/* max_entries */
-	__u32 old_entries;	/* its max_entries */
+	int pinned;	   /* a map is pinned at the path */
+	int same_layout;   /* type, key, value and flags */
+	int same_size;	   /* max_entries */
+	__u32 old_entries; /* its max_entries */
 };
 
-static int pin_compare(struct bpf_map *map, const char *path,
-		       struct pin_cmp *c)
+static int pin_compare(struct bpf_map *map, const char *path, struct pin_cmp *c)
 {
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);
@@ -250,8 +230,7 @@ out:
 	return err;
 }
 
-static void refuse_msg(const char *path, const struct pin_cmp *c,
-		       struct bpf_map *map)
+static void refuse_msg(const char *path, const struct pin_cmp *c, struct bpf_map *map)
 {
 	if (!c->same_layout)
 		pr_warn("pinned map %s has another layout than this agent's "
@@ -276,8 +255,7 @@ static int fit_one(const void *key, void *value, void *ctx)
 	struct fit_ctx *f = ctx;
 
 	(void)value;
-	f->over = ++f->n > f->max ||
-		  (f->names && ((const struct sm_name_key *)key)->svc >= f->max);
+	f->over = ++f->n > f->max || (f->names && ((const struct sm_name_key *)key)->svc >= f->max);
 	return f->over ? SM_WALK_STOP : SM_WALK_NEXT;
 }
 
@@ -301,15 +279,15 @@ static int copy_fits(struct bpf_map *map, const char *path)
 	if (!err && f.over) {
 		pr_warn("pinned map %s holds more than the %u entries (or "
 			"service ids) this agent is set to: raise --map-size, "
-			"or run 'sockmesh uninstall' first\n", path, f.max);
+			"or run 'sockmesh uninstall' first\n",
+			path, f.max);
 		err = -E2BIG;
 	}
 	return err;
 }
 
 /* Remember a map made anew, to fill and pin it later. */
-static int renew_add(struct sm_dp *dp, struct bpf_map *map, bool resized,
-		     bool copy)
+static int renew_add(struct sm_dp *dp, struct bpf_map *map, bool resized, bool copy)
 {
 	struct sm_renew *r;
 
@@ -323,8 +301,7 @@ static int renew_add(struct sm_dp *dp, struct bpf_map *map, bool resized,
 }
 
 /* Reuse the pinned map at path, or pin a map that is new at load. */
-static bool reusable(const struct pin_cmp *c, enum pin_fate fate,
-		     bool renew_policy)
+static bool reusable(const struct pin_cmp *c, enum pin_fate fate, bool renew_policy)
 {
 	if (!c->pinned)
 		return true;
@@ -348,13 +325,13 @@ static int set_pins(struct sm_dp *dp)
 	int i = 0, err;
 
 	/* Step 1: compare; one policy map that differs renews the group. */
-	bpf_object__for_each_map(map, dp->skel->obj) {
+	bpf_object__for_each_map(map, dp->skel->obj)
+	{
 		if (bpf_map__is_internal(map))
 			continue;
 		if (i == SM_MAPS_MAX)
 			return -E2BIG;
-		err = sm_pin_map_path(dp->bpffs, bpf_map__name(map), path,
-				      sizeof(path));
+		err = sm_pin_map_path(dp->bpffs, bpf_map__name(map), path, sizeof(path));
 		if (!err)
 			err = pin_compare(map, path, &cmp[i]);
 		if (err)
@@ -367,7 +344,8 @@ static int set_pins(struct sm_dp *dp)
 
 	/* Step 2: reuse, make anew, or refuse. */
 	i = 0;
-	bpf_object__for_each_map(map, dp->skel->obj) {
+	bpf_object__for_each_map(map, dp->skel->obj)
+	{
 		if (bpf_map__is_internal(map))
 			continue;
 		c = &cmp[i++];
@@ -389,12 +367,11 @@ static int set_pins(struct sm_dp *dp)
 				return err;
 		}
 		if (fate != FATE_POLICY)
-			pr_info("pinned map %s: %u entries, now %u: %s\n", path,
-				c->old_entries, bpf_map__max_entries(map),
-				fate == FATE_COPY ? "its entries go to a new map" :
-						    "a new, empty map replaces it");
-		err = renew_add(dp, map, !(c->same_layout && c->same_size),
-				fate == FATE_COPY);
+			pr_info("pinned map %s: %u entries, now %u: %s\n", path, c->old_entries,
+				bpf_map__max_entries(map),
+				fate == FATE_COPY ? "its entries go to a new map"
+						  : "a new, empty map replaces it");
+		err = renew_add(dp, map, !(c->same_layout && c->same_size), fate == FATE_COPY);
 		if (err)
 			return err;
 	}
@@ -402,7 +379,8 @@ static int set_pins(struct sm_dp *dp)
 	if (renew_policy)
 		pr_info("policy maps under %s/maps have other sizes: new ones "
 			"are filled; the programs in force keep the old ones "
-			"until the new programs replace them\n", dp->bpffs);
+			"until the new programs replace them\n",
+			dp->bpffs);
 	return 0;
 }
 
@@ -418,15 +396,14 @@ static int copy_one(const void *key, void *value, void *ctx)
 	if (!bpf_map_update_elem(bpf_map__fd(c->map), key, value, BPF_ANY))
 		return SM_WALK_NEXT;
 	c->err = -errno;
-	pr_warn("map %s: copy from the pinned map: %s\n",
-		bpf_map__name(c->map), strerror(-c->err));
+	pr_warn("map %s: copy from the pinned map: %s\n", bpf_map__name(c->map), strerror(-c->err));
 	return SM_WALK_STOP;
 }
 
 /* Every entry of the pinned map into the new map made in its place. */
 static int copy_pinned(struct sm_dp *dp, struct bpf_map *map)
 {
-	struct copy_ctx c = { .map = map };
+	struct copy_ctx c = {.map = map};
 	int old, err;
 
 	old = sm_pin_map_open(dp->bpffs, bpf_map__name(map));
@@ -473,8 +450,7 @@ static int fill_renewed(struct sm_dp *dp)
 	for (i = 0; i < dp->n_renew && !err; i++) {
 		if (!dp->renew[i].copy)
 			continue;
-		map = bpf_object__find_map_by_name(dp->skel->obj,
-						   dp->renew[i].name);
+		map = bpf_object__find_map_by_name(dp->skel->obj, dp->renew[i].name);
 		err = map ? copy_pinned(dp, map) : -ENOENT;
 	}
 	return err;
@@ -499,28 +475,24 @@ static int pin_renewed(struct sm_dp *dp)
 		for (i = 0; i < dp->n_renew && !err; i++) {
 			if (dp->renew[i].resized != (pass == 1))
 				continue;
-			map = bpf_object__find_map_by_name(dp->skel->obj,
-							   dp->renew[i].name);
+			map = bpf_object__find_map_by_name(dp->skel->obj, dp->renew[i].name);
 			if (!map)
 				return -ENOENT;
-			err = sm_pin_map_path(dp->bpffs, dp->renew[i].name,
-					      path, sizeof(path));
+			err = sm_pin_map_path(dp->bpffs, dp->renew[i].name, path, sizeof(path));
 			if (err)
 				return err;
 			/* bpffs names may not hold a dot. */
 			snprintf(tmp, sizeof(tmp), "%s-new", path);
 			unlink(tmp);
-			if (bpf_obj_pin(bpf_map__fd(map), tmp) ||
-			    rename(tmp, path)) {
+			if (bpf_obj_pin(bpf_map__fd(map), tmp) || rename(tmp, path)) {
 				err = -errno;
-				pr_warn("map %s: pin as %s: %s\n",
-					dp->renew[i].name, path, strerror(-err));
+				pr_warn("map %s: pin as %s: %s\n", dp->renew[i].name, path,
+					strerror(-err));
 			}
 		}
 	}
 	if (!err && dp->n_renew)
-		pr_info("%u maps made anew, pinned under %s/maps\n",
-			dp->n_renew, dp->bpffs);
+		pr_info("%u maps made anew, pinned under %s/maps\n", dp->n_renew, dp->bpffs);
 	return err;
 }
 
@@ -539,7 +511,8 @@ static int lock_pins(struct sm_dp *dp, const char *bpffs)
 	if (errno == EWOULDBLOCK)
 		pr_warn("another sockmesh-agent is running with --bpffs %s; "
 			"stop it first, or give this one a --bpffs and "
-			"--cgroup of its own\n", bpffs);
+			"--cgroup of its own\n",
+			bpffs);
 	else
 		pr_warn("pin directory '%s': lock: %s\n", bpffs, strerror(errno));
 	close(dp->lock_fd);
@@ -590,7 +563,8 @@ static int fill_hooks(struct sm_dp *dp)
 	struct bpf_program *prog;
 	__u32 len;
 
-	bpf_object__for_each_program(prog, dp->skel->obj) {
+	bpf_object__for_each_program(prog, dp->skel->obj)
+	{
 		struct sm_hook *h = &dp->hooks[dp->n_hooks];
 
 		/* The drain iterator is run by the agent, not attached. */
@@ -664,8 +638,8 @@ int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *o)
 		err = fill_hooks(dp);
 	if (err)
 		goto err_destroy_skel;
-	pr_info("BPF object loaded; maps %s under %s/maps\n",
-		dp->adopted ? "adopted" : "pinned", dp->bpffs);
+	pr_info("BPF object loaded; maps %s under %s/maps\n", dp->adopted ? "adopted" : "pinned",
+		dp->bpffs);
 	return 0;
 
 err_destroy_skel:
@@ -697,7 +671,7 @@ static int cgroup_fd_id(int fd, __u64 *id)
 	struct {
 		struct file_handle fh;
 		__u64 cgid;
-	} h = { .fh.handle_bytes = sizeof(__u64) };
+	} h = {.fh.handle_bytes = sizeof(__u64)};
 	int mount_id;
 
 	if (name_to_handle_at(fd, "", &h.fh, &mount_id, AT_EMPTY_PATH))
@@ -710,8 +684,8 @@ static int cgroup_fd_id(int fd, __u64 *id)
  * Switch a pinned link to the new program in one step. Returns -ENOLINK
  * when the link is defunct (its cgroup is gone), so a new one is made.
  */
-static int link_update(struct sm_dp *dp, struct sm_hook *h,
-		       struct bpf_program *prog, const char *path)
+static int link_update(struct sm_dp *dp, struct sm_hook *h, struct bpf_program *prog,
+		       const char *path)
 {
 	struct bpf_link *link;
 	__u64 want = 0, have = 0;
@@ -729,8 +703,7 @@ static int link_update(struct sm_dp *dp, struct sm_hook *h,
 	if (!err && (have != want || (int)type != h->attach_type)) {
 		pr_warn("pinned link %s is attached elsewhere (cgroup id %llu, "
 			"ours %llu); is another agent using --bpffs %s?\n",
-			path, (unsigned long long)have,
-			(unsigned long long)want, dp->bpffs);
+			path, (unsigned long long)have, (unsigned long long)want, dp->bpffs);
 		err = -EEXIST;
 	}
 	if (!err)
@@ -739,8 +712,7 @@ static int link_update(struct sm_dp *dp, struct sm_hook *h,
 	return err;
 }
 
-static int link_create(struct sm_dp *dp, struct bpf_program *prog,
-		       const char *path)
+static int link_create(struct sm_dp *dp, struct bpf_program *prog, const char *path)
 {
 	struct bpf_link *link;
 	int err;
@@ -777,12 +749,11 @@ int sm_dp_attach(struct sm_dp *dp)
 			err = link_create(dp, prog, path);
 		}
 		if (err)
-			pr_warn("prog '%s': attach (%s): %s\n", h->prog,
-				h->label, strerror(-err));
+			pr_warn("prog '%s': attach (%s): %s\n", h->prog, h->label, strerror(-err));
 	}
 	if (!err)
-		pr_info("%u programs attached; links pinned under %s/links\n",
-			dp->n_hooks, dp->bpffs);
+		pr_info("%u programs attached; links pinned under %s/links\n", dp->n_hooks,
+			dp->bpffs);
 	if (!err)
 		err = pin_renewed(dp);
 	return err;

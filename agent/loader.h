@@ -37,27 +37,27 @@ enum sm_map_size {
 	SM_SIZE_TRACE,
 	SM_SIZE_LOCAL,
 	SM_SIZE_NAMES,
-	SM_SIZE_EVENTS,		/* ring buffer bytes, a power of two */
+	SM_SIZE_EVENTS, /* ring buffer bytes, a power of two */
 	SM_SIZE_MAX,
 };
 
 struct sm_dp_opts {
-	const char *bpffs;	/* pin directory */
-	const char *cgroup;	/* absolute path of the managed cgroup */
-	uint32_t root_level;	/* its level in the hierarchy */
-	uint32_t deny_records;	/* deny records per second and pair; 0: all */
+	const char *bpffs;     /* pin directory */
+	const char *cgroup;    /* absolute path of the managed cgroup */
+	uint32_t root_level;   /* its level in the hierarchy */
+	uint32_t deny_records; /* deny records per second and pair; 0: all */
 	uint32_t sizes[SM_SIZE_MAX];
 };
 
 struct sm_hook {
-	const char *prog;	/* program name, also the link's pin name */
-	const char *label;	/* hook label for metrics ("connect4") */
-	int attach_type;	/* enum bpf_attach_type */
+	const char *prog;  /* program name, also the link's pin name */
+	const char *label; /* hook label for metrics ("connect4") */
+	int attach_type;   /* enum bpf_attach_type */
 	uint32_t prog_id;
 };
 
 #define SM_HOOKS_MAX 16
-#define SM_MAPS_MAX 32
+#define SM_MAPS_MAX  32
 
 /*
  * A pinned map that did not fit this agent's sizes, made anew: filled
@@ -66,7 +66,7 @@ struct sm_hook {
  */
 struct sm_renew {
 	const char *name;
-	bool resized;		/* its own size or layout changed */
+	bool resized; /* its own size or layout changed */
 	bool copy;
 };
 
@@ -74,9 +74,9 @@ struct sm_dp {
 	struct sockmesh *skel;
 	char bpffs[256];
 	int cgroup_fd;
-	int lock_fd;		/* the pin directory, locked while we run */
-	bool adopted;		/* pinned state was found and reused */
-	bool renewed_policy;	/* the policy maps were made anew */
+	int lock_fd;	     /* the pin directory, locked while we run */
+	bool adopted;	     /* pinned state was found and reused */
+	bool renewed_policy; /* the policy maps were made anew */
 	unsigned int n_hooks;
 	struct sm_hook hooks[SM_HOOKS_MAX];
 	unsigned int n_renew;

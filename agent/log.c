@@ -17,7 +17,7 @@ static struct {
 	enum sm_log_level level;
 	int journal;
 	int libbpf_quiet;
-} g_log = { .prog = "sockmesh", .level = SM_LOG_INFO };
+} g_log = {.prog = "sockmesh", .level = SM_LOG_INFO};
 
 /* systemd sets JOURNAL_STREAM to "dev:inode" of the stream on stderr. */
 static int stderr_is_journal(void)
@@ -35,8 +35,7 @@ static int stderr_is_journal(void)
 
 static void vlog(enum sm_log_level level, const char *fmt, va_list ap)
 {
-	static const int prio[] = { LOG_WARNING, LOG_INFO, LOG_DEBUG,
-				    LOG_DEBUG };
+	static const int prio[] = {LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG};
 
 	if (level > g_log.level)
 		return;
@@ -60,23 +59,16 @@ void sm_log(enum sm_log_level level, const char *fmt, ...)
 }
 
 /* libbpf's levels, one lower: its warnings are our info. */
-static int libbpf_print(enum libbpf_print_level level, const char *fmt,
-			va_list ap)
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	enum sm_log_level ours;
 
 	if (g_log.libbpf_quiet)
 		return 0;
 	switch (level) {
-	case LIBBPF_WARN:
-		ours = SM_LOG_INFO;
-		break;
-	case LIBBPF_INFO:
-		ours = SM_LOG_DEBUG;
-		break;
-	default:
-		ours = SM_LOG_LIBBPF;
-		break;
+	case LIBBPF_WARN: ours = SM_LOG_INFO; break;
+	case LIBBPF_INFO: ours = SM_LOG_DEBUG; break;
+	default: ours = SM_LOG_LIBBPF; break;
 	}
 	if (ours > g_log.level)
 		return 0;

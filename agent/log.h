@@ -13,7 +13,7 @@ enum sm_log_level {
 	SM_LOG_WARN = 0,
 	SM_LOG_INFO,
 	SM_LOG_DEBUG,
-	SM_LOG_LIBBPF,	/* libbpf's debug output too (-vv) */
+	SM_LOG_LIBBPF, /* libbpf's debug output too (-vv) */
 };
 
 void sm_log_init(const char *prog, enum sm_log_level level);
@@ -22,11 +22,10 @@ enum sm_log_level sm_log_get_level(void);
 /* Silence libbpf, e.g. around probes that are expected to fail. */
 void sm_log_libbpf_quiet(int quiet);
 
-void sm_log(enum sm_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void sm_log(enum sm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define pr_warn(...) sm_log(SM_LOG_WARN, __VA_ARGS__)
-#define pr_info(...) sm_log(SM_LOG_INFO, __VA_ARGS__)
+#define pr_warn(...)  sm_log(SM_LOG_WARN, __VA_ARGS__)
+#define pr_info(...)  sm_log(SM_LOG_INFO, __VA_ARGS__)
 #define pr_debug(...) sm_log(SM_LOG_DEBUG, __VA_ARGS__)
 
 #endif /* SM_LOG_H */

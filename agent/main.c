@@ -71,24 +71,23 @@ enum {
 };
 
 static const struct option long_opts[] = {
-	{ "policy", required_argument, NULL, OPT_POLICY },
-	{ "cgroup", required_argument, NULL, OPT_CGROUP },
-	{ "bpffs", required_argument, NULL, OPT_BPFFS },
-	{ "listen", required_argument, NULL, OPT_LISTEN },
-	{ "flow-log", required_argument, NULL, OPT_FLOW_LOG },
-	{ "flow-log-max-bytes", required_argument, NULL, OPT_FLOW_MAX },
-	{ "flow-log-keep", required_argument, NULL, OPT_FLOW_KEEP },
-	{ "flow-window", required_argument, NULL, OPT_FLOW_WINDOW },
-	{ "map-size", required_argument, NULL, OPT_MAP_SIZE },
-	{ "token-file", required_argument, NULL, OPT_TOKEN_FILE },
-	{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
-	{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
-	{ "allow-policy-put", no_argument, NULL, OPT_POLICY_PUT },
-	{ "deny-records-per-second", required_argument, NULL, OPT_DENY_RECORDS },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{}
-};
+	{"policy", required_argument, NULL, OPT_POLICY},
+	{"cgroup", required_argument, NULL, OPT_CGROUP},
+	{"bpffs", required_argument, NULL, OPT_BPFFS},
+	{"listen", required_argument, NULL, OPT_LISTEN},
+	{"flow-log", required_argument, NULL, OPT_FLOW_LOG},
+	{"flow-log-max-bytes", required_argument, NULL, OPT_FLOW_MAX},
+	{"flow-log-keep", required_argument, NULL, OPT_FLOW_KEEP},
+	{"flow-window", required_argument, NULL, OPT_FLOW_WINDOW},
+	{"map-size", required_argument, NULL, OPT_MAP_SIZE},
+	{"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+	{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+	{"tls-key", required_argument, NULL, OPT_TLS_KEY},
+	{"allow-policy-put", no_argument, NULL, OPT_POLICY_PUT},
+	{"deny-records-per-second", required_argument, NULL, OPT_DENY_RECORDS},
+	{"verbose", no_argument, NULL, 'v'},
+	{"help", no_argument, NULL, 'h'},
+	{}};
 
 static int parse_uint(const char *opt, const char *arg, unsigned long long max,
 		      unsigned long long *out)
@@ -98,8 +97,10 @@ static int parse_uint(const char *opt, const char *arg, unsigned long long max,
 	errno = 0;
 	*out = strtoull(arg, &end, 10);
 	if (errno || end == arg || *end || *out > max || arg[0] == '-') {
-		fprintf(stderr, "sockmesh-agent: --%s: '%s' is not a number "
-			"from 0 to %llu\n", opt, arg, max);
+		fprintf(stderr,
+			"sockmesh-agent: --%s: '%s' is not a number "
+			"from 0 to %llu\n",
+			opt, arg, max);
 		return -EINVAL;
 	}
 	return 0;
@@ -110,12 +111,15 @@ static int parse_size_opt(struct sm_opts *o, const char *arg)
 	int err = sm_dp_parse_size(arg, o->sizes);
 
 	if (err == -ENOENT || err == -EINVAL)
-		fprintf(stderr, "sockmesh-agent: --map-size: '%s': expected "
+		fprintf(stderr,
+			"sockmesh-agent: --map-size: '%s': expected "
 			"NAME=N with NAME one of cgroup, dest, service, "
 			"backend, rule, quota, pair, canary, trace, local, "
-			"names, events\n", arg);
+			"names, events\n",
+			arg);
 	else if (err)
-		fprintf(stderr, "sockmesh-agent: --map-size: '%s': N must be "
+		fprintf(stderr,
+			"sockmesh-agent: --map-size: '%s': N must be "
 			"1 to 2^30 (events: a power of two, at least 4096)\n",
 			arg);
 	return err;
@@ -161,8 +165,7 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 		case OPT_TLS_KEY: o->tls_key = optarg; break;
 		case OPT_POLICY_PUT: o->allow_policy_put = true; break;
 		case OPT_DENY_RECORDS:
-			err = parse_uint("deny-records-per-second", optarg,
-					 1000000, &v);
+			err = parse_uint("deny-records-per-second", optarg, 1000000, &v);
 			o->deny_records = (uint32_t)v;
 			break;
 		case 'v': o->verbose++; break;
@@ -173,8 +176,7 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 	if (err)
 		return err;
 	if (optind < argc) {
-		fprintf(stderr, "sockmesh-agent: unexpected argument '%s'\n",
-			argv[optind]);
+		fprintf(stderr, "sockmesh-agent: unexpected argument '%s'\n", argv[optind]);
 		return -EINVAL;
 	}
 	if (!o->policy) {
@@ -183,12 +185,12 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 	}
 	if (!o->tls_cert != !o->tls_key) {
 		fprintf(stderr, "sockmesh-agent: --tls-cert and --tls-key go "
-			"together\n");
+				"together\n");
 		return -EINVAL;
 	}
 	if (o->allow_policy_put && !o->token_file) {
 		fprintf(stderr, "sockmesh-agent: --allow-policy-put needs "
-			"--token-file: nobody may change policy unauthenticated\n");
+				"--token-file: nobody may change policy unauthenticated\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -254,12 +256,12 @@ static void diags_to(const struct sm_diags *d, char *buf, size_t len)
 
 	buf[0] = '\0';
 	for (i = 0; i < d->n && off < len; i++) {
-		int n = d->items[i].loc.line ?
-			snprintf(buf + off, len - off, "%s%s:%u:%u: error: %s",
-				 i ? "\n" : "", d->file, d->items[i].loc.line,
-				 d->items[i].loc.col, d->items[i].msg) :
-			snprintf(buf + off, len - off, "%s%s: error: %s",
-				 i ? "\n" : "", d->file, d->items[i].msg);
+		int n = d->items[i].loc.line
+				? snprintf(buf + off, len - off, "%s%s:%u:%u: error: %s",
+					   i ? "\n" : "", d->file, d->items[i].loc.line,
+					   d->items[i].loc.col, d->items[i].msg)
+				: snprintf(buf + off, len - off, "%s%s: error: %s", i ? "\n" : "",
+					   d->file, d->items[i].msg);
 		if (n < 0)
 			break;
 		off += (size_t)n;
@@ -270,8 +272,7 @@ static void diags_to(const struct sm_diags *d, char *buf, size_t len)
  * Compile and apply a parsed policy; on success it is the one in force.
  * Returns 1 when nothing changed, 0 when applied, -errno on failure.
  */
-static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
-			struct sm_diags *d)
+static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash, struct sm_diags *d)
 {
 	struct sm_compile_ctx ctx = {
 		.cg_mount = a->cg_mount,
@@ -299,10 +300,10 @@ static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
 	if (a->flowlog && (!a->policy || strcmp(a->policy->node, p->node)))
 		sm_flowlog_set_node(a->flowlog, p->node);
 	/* Said once per change, not on every retry. */
-	if (missing && (missing != a->missing_cgroups ||
-			strcmp(first, a->first_missing)))
+	if (missing && (missing != a->missing_cgroups || strcmp(first, a->first_missing)))
 		pr_info("policy: %u service cgroup(s) do not exist yet (first: "
-			"%s); they take effect when created\n", missing, first);
+			"%s); they take effect when created\n",
+			missing, first);
 	pthread_mutex_lock(&a->lock);
 	if (a->policy != p) {
 		sm_policy_free(a->policy);
@@ -319,8 +320,8 @@ static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
  * The policy text from the file (text NULL) or as given, parsed. On error
  * diags say why and *p is NULL.
  */
-static int policy_read(struct sm_agent *a, const char *text, size_t len,
-		       struct sm_policy **p, uint64_t *hash, struct sm_diags *d)
+static int policy_read(struct sm_agent *a, const char *text, size_t len, struct sm_policy **p,
+		       uint64_t *hash, struct sm_diags *d)
 {
 	char *owned = NULL;
 	int err;
@@ -330,16 +331,14 @@ static int policy_read(struct sm_agent *a, const char *text, size_t len,
 	if (!text) {
 		owned = read_file(a->opts.policy, &len, &err);
 		if (!owned) {
-			sm_diags_add(d, (struct sm_loc){ 0, 0 }, "cannot read: %s",
-				     strerror(-err));
+			sm_diags_add(d, (struct sm_loc){0, 0}, "cannot read: %s", strerror(-err));
 			return err;
 		}
 		text = owned;
 	}
 	*hash = fnv1a(text, len);
 	/* Not d->file: the parser copies the name into it. */
-	err = sm_policy_parse(text, len, owned ? a->opts.policy :
-				     "PUT /v1/policy", p, d);
+	err = sm_policy_parse(text, len, owned ? a->opts.policy : "PUT /v1/policy", p, d);
 	free(owned);
 	return err;
 }
@@ -348,8 +347,8 @@ static int policy_read(struct sm_agent *a, const char *text, size_t len,
  * Put a parsed policy in force (err: what reading it gave) and account
  * for the reload in the log, the counters and /v1/status. Frees diags.
  */
-static int reload_apply(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
-			int err, struct sm_diags *d, char *errbuf, size_t errlen)
+static int reload_apply(struct sm_agent *a, struct sm_policy *p, uint64_t hash, int err,
+			struct sm_diags *d, char *errbuf, size_t errlen)
 {
 	if (!err)
 		err = put_in_force(a, p, hash, d);
@@ -373,22 +372,21 @@ static int reload_apply(struct sm_agent *a, struct sm_policy *p, uint64_t hash,
 	pthread_mutex_unlock(&a->lock);
 
 	if (err < 0) {
-		pr_warn("policy not applied; %s:\n",
-			a->policy || a->dp.adopted ?
-				"the previous one stays in force" :
-				"no policy is in force");
+		pr_warn("policy not applied; %s:\n", a->policy || a->dp.adopted
+							     ? "the previous one stays in force"
+							     : "no policy is in force");
 		sm_diags_print(d, stderr);
 	} else if (!err) {
 		pr_info("policy generation %llu in force (%zu services, %zu "
-			"rules)\n", (unsigned long long)a->applier.generation,
-			a->policy->n_services, a->policy->n_rules);
+			"rules)\n",
+			(unsigned long long)a->applier.generation, a->policy->n_services,
+			a->policy->n_rules);
 	}
 	sm_diags_free(d);
 	return err < 0 ? err : 0;
 }
 
-int sm_agent_reload(struct sm_agent *a, const char *text, size_t len,
-		    char *errbuf, size_t errlen)
+int sm_agent_reload(struct sm_agent *a, const char *text, size_t len, char *errbuf, size_t errlen)
 {
 	struct sm_policy *p;
 	struct sm_diags d;
@@ -426,8 +424,7 @@ static void file_id(const char *path, struct file_id *id)
 static int file_id_eq(const struct file_id *x, const struct file_id *y)
 {
 	return x->dev == y->dev && x->ino == y->ino && x->size == y->size &&
-	       x->mtime.tv_sec == y->mtime.tv_sec &&
-	       x->mtime.tv_nsec == y->mtime.tv_nsec;
+	       x->mtime.tv_sec == y->mtime.tv_sec && x->mtime.tv_nsec == y->mtime.tv_nsec;
 }
 
 /* Read the file again if it may have changed and its text did. */
@@ -457,8 +454,7 @@ static void maybe_reload(struct sm_agent *a, struct file_id *last, int force)
  * Polling: a file whose identity changed since the last tick may still be
  * being written in place. Read it once it has stayed the same for a tick.
  */
-static void poll_reload(struct sm_agent *a, struct file_id *last,
-			struct file_id *seen)
+static void poll_reload(struct sm_agent *a, struct file_id *last, struct file_id *seen)
 {
 	struct file_id now;
 
@@ -482,8 +478,7 @@ static int events_finished(const char *buf, ssize_t len, const char *base)
 	while (off + (ssize_t)sizeof(*ev) <= len) {
 		ev = (const struct inotify_event *)(buf + off);
 		if (ev->mask & IN_MOVED_TO ||
-		    (ev->mask & IN_CLOSE_WRITE && ev->len &&
-		     !strcmp(ev->name, base)))
+		    (ev->mask & IN_CLOSE_WRITE && ev->len && !strcmp(ev->name, base)))
 			return 1;
 		off += (ssize_t)(sizeof(*ev) + ev->len);
 	}
@@ -528,16 +523,15 @@ static int setup_paths(struct sm_agent *a)
 	err = sm_cgroup_abs(a->cg_mount, cg, a->cg_abs, sizeof(a->cg_abs));
 	if (err) {
 		pr_warn("--cgroup '%s': not a clean path under the cgroup2 "
-			"mount %s\n", a->opts.cgroup, a->cg_mount);
+			"mount %s\n",
+			a->opts.cgroup, a->cg_mount);
 		return err;
 	}
 	snprintf(a->cg_root, sizeof(a->cg_root), "%s",
-		 a->cg_abs[strlen(a->cg_mount)] ? a->cg_abs + strlen(a->cg_mount) :
-						  "/");
+		 a->cg_abs[strlen(a->cg_mount)] ? a->cg_abs + strlen(a->cg_mount) : "/");
 	if (access(a->cg_abs, F_OK)) {
 		err = -errno;
-		pr_warn("--cgroup '%s': %s: %s\n", a->opts.cgroup, a->cg_abs,
-			strerror(-err));
+		pr_warn("--cgroup '%s': %s: %s\n", a->opts.cgroup, a->cg_abs, strerror(-err));
 		return err;
 	}
 	return 0;
@@ -554,8 +548,7 @@ static char *read_token(const char *path)
 		pr_warn("--token-file '%s': %s\n", path, strerror(-err));
 		return NULL;
 	}
-	while (len && (t[len - 1] == '\n' || t[len - 1] == '\r' ||
-		       t[len - 1] == ' '))
+	while (len && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' '))
 		t[--len] = '\0';
 	if (!len) {
 		pr_warn("--token-file '%s': empty\n", path);
@@ -568,14 +561,14 @@ static char *read_token(const char *path)
 /* Load the datapath, put the first policy in force, attach. */
 static int start(struct sm_agent *a)
 {
-	struct sm_dp_opts dpo = { .bpffs = a->opts.bpffs, .cgroup = a->cg_abs };
+	struct sm_dp_opts dpo = {.bpffs = a->opts.bpffs, .cgroup = a->cg_abs};
 	struct sm_flowlog_opts flo = {
 		.path = a->opts.flow_log[0] ? a->opts.flow_log : NULL,
 		.max_bytes = a->opts.flow_log_max,
 		.keep = a->opts.flow_log_keep,
 		.window = a->opts.flow_window,
 	};
-	struct sm_events_opts evo = { .cg_mount = a->cg_mount };
+	struct sm_events_opts evo = {.cg_mount = a->cg_mount};
 	struct sm_policy *first;
 	struct sm_diags d;
 	uint64_t hash = 0;
@@ -660,18 +653,19 @@ static int watch_policy(const char *path)
 	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (inotify_add_watch(fd, dirname(dir), IN_CLOSE_WRITE | IN_MOVED_TO |
-					       IN_CREATE | IN_DELETE |
-					       IN_ATTRIB) < 0) {
+	if (inotify_add_watch(fd, dirname(dir),
+			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB) <
+	    0) {
 		pr_warn("policy: cannot watch %s: %s; changes are noticed "
-			"within two seconds by polling\n", dir, strerror(errno));
+			"within two seconds by polling\n",
+			dir, strerror(errno));
 	}
 	return fd;
 }
 
 static int loop(struct sm_agent *a)
 {
-	struct itimerspec tick = { { 1, 0 }, { 1, 0 } };
+	struct itimerspec tick = {{1, 0}, {1, 0}};
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
 	char pbuf[PATH_MAX], *base;
 	struct signalfd_siginfo si;
@@ -689,8 +683,7 @@ static int loop(struct sm_agent *a)
 	pfd[0].fd = signalfd(-1, &mask, SFD_CLOEXEC);
 	pfd[1].fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	pfd[2].fd = watch_policy(a->opts.policy);
-	if (pfd[0].fd < 0 || pfd[1].fd < 0 ||
-	    timerfd_settime(pfd[1].fd, 0, &tick, NULL))
+	if (pfd[0].fd < 0 || pfd[1].fd < 0 || timerfd_settime(pfd[1].fd, 0, &tick, NULL))
 		return -errno;
 	pfd[0].events = pfd[1].events = pfd[2].events = POLLIN;
 	file_id(a->opts.policy, &last);
@@ -704,8 +697,7 @@ static int loop(struct sm_agent *a)
 		a->heartbeat = time(NULL);
 		if (poll(pfd, 3, -1) < 0 && errno != EINTR)
 			return -errno;
-		if (pfd[0].revents & POLLIN &&
-		    read(pfd[0].fd, &si, sizeof(si)) == sizeof(si)) {
+		if (pfd[0].revents & POLLIN && read(pfd[0].fd, &si, sizeof(si)) == sizeof(si)) {
 			if (si.ssi_signo != SIGHUP)
 				break;
 			pr_info("SIGHUP: reloading %s\n", a->opts.policy);
@@ -718,8 +710,7 @@ static int loop(struct sm_agent *a)
 			if (finished)
 				maybe_reload(a, &last, 0);
 		}
-		if (pfd[1].revents & POLLIN &&
-		    read(pfd[1].fd, &n, sizeof(n)) == sizeof(n)) {
+		if (pfd[1].revents & POLLIN && read(pfd[1].fd, &n, sizeof(n)) == sizeof(n)) {
 			poll_reload(a, &last, &seen);
 			retry_missing(a);
 			sm_selfcheck(a);
@@ -727,10 +718,12 @@ static int loop(struct sm_agent *a)
 	}
 	if (a->all_attached)
 		pr_info("stopping; programs stay attached and pinned under %s "
-			"(remove with 'sockmesh uninstall')\n", a->opts.bpffs);
+			"(remove with 'sockmesh uninstall')\n",
+			a->opts.bpffs);
 	else
 		pr_warn("stopping; not every program is attached (see "
-			"'sockmesh status --bpffs %s')\n", a->opts.bpffs);
+			"'sockmesh status --bpffs %s')\n",
+			a->opts.bpffs);
 	sd_notify(0, "STOPPING=1");
 	close(pfd[0].fd);
 	close(pfd[1].fd);
@@ -750,9 +743,9 @@ int main(int argc, char **argv)
 		fputs("Try 'sockmesh-agent --help'.\n", stderr);
 		return EXIT_FAILURE;
 	}
-	sm_log_init("sockmesh-agent", a.opts.verbose >= 2 ? SM_LOG_LIBBPF :
-				      a.opts.verbose ? SM_LOG_DEBUG :
-						       SM_LOG_INFO);
+	sm_log_init("sockmesh-agent", a.opts.verbose >= 2 ? SM_LOG_LIBBPF
+				      : a.opts.verbose	  ? SM_LOG_DEBUG
+							  : SM_LOG_INFO);
 	pthread_mutex_init(&a.lock, NULL);
 	pthread_mutex_init(&a.reload_lock, NULL);
 	a.dp.cgroup_fd = a.dp.lock_fd = -1;

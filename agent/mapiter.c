@@ -10,13 +10,11 @@
 
 static int is_percpu(__u32 type)
 {
-	return type == BPF_MAP_TYPE_PERCPU_HASH ||
-	       type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+	return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
 	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
 }
 
-int sm_map_each(int fd, int (*fn)(const void *key, void *value, void *ctx),
-		void *ctx)
+int sm_map_each(int fd, int (*fn)(const void *key, void *value, void *ctx), void *ctx)
 {
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);

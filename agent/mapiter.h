@@ -7,9 +7,9 @@
 
 /* What a walk's callback returns. */
 enum sm_map_walk {
-	SM_WALK_NEXT = 0,	/* go on */
-	SM_WALK_DELETE,		/* delete this entry, then go on */
-	SM_WALK_STOP,		/* stop the walk */
+	SM_WALK_NEXT = 0, /* go on */
+	SM_WALK_DELETE,	  /* delete this entry, then go on */
+	SM_WALK_STOP,	  /* stop the walk */
 };
 
 /*
@@ -18,8 +18,7 @@ enum sm_map_walk {
  * up to 8 bytes). An entry deleted by someone else during the walk is
  * skipped. 0, or -errno when the map cannot be read at all.
  */
-int sm_map_each(int fd, int (*fn)(const void *key, void *value, void *ctx),
-		void *ctx);
+int sm_map_each(int fd, int (*fn)(const void *key, void *value, void *ctx), void *ctx);
 
 /* Entries in the map. */
 long sm_map_count(int fd);

@@ -61,23 +61,23 @@ static void pair_add(struct sm_pair_val *sum, const struct sm_pair_val *v)
 	sum->duration_sum_ns += v->duration_sum_ns;
 }
 
-static void pair_samples(struct sm_agent *a, const struct fams *f,
-			 const struct sm_pair_key *k, const struct sm_pair_val *v)
+static void pair_samples(struct sm_agent *a, const struct fams *f, const struct sm_pair_key *k,
+			 const struct sm_pair_val *v)
 {
 	static const uint64_t bounds_ms[SM_DUR_BUCKETS - 1] = SM_DUR_BOUNDS_MS;
 	double bounds[SM_DUR_BUCKETS - 1];
 	uint64_t cum[SM_DUR_BUCKETS - 1], run = 0;
 	char src[SM_NAME_LEN], dst[SM_NAME_LEN];
-	struct sm_prom_hist h = { .bounds = bounds, .counts = cum,
-				  .n = SM_DUR_BUCKETS - 1 };
+	struct sm_prom_hist h = {.bounds = bounds, .counts = cum, .n = SM_DUR_BUCKETS - 1};
 	int i;
 
 	sm_names_get(&a->names, k->src, src, sizeof(src));
 	sm_names_get(&a->names, k->dst, dst, sizeof(dst));
 	for (i = 0; i < SM_V_MAX; i++)
-		sm_prom_u64(f->conns, SM_PROM_LABELS({ "src", src }, { "dst", dst },
-						     { "verdict", sm_verdict_name(i) }),
-			    v->conns[i]);
+		sm_prom_u64(
+			f->conns,
+			SM_PROM_LABELS({"src", src}, {"dst", dst}, {"verdict", sm_verdict_name(i)}),
+			v->conns[i]);
 	if (!v->closed)
 		return;
 	for (i = 0; i < SM_DUR_BUCKETS - 1; i++) {
@@ -87,15 +87,12 @@ static void pair_samples(struct sm_agent *a, const struct fams *f,
 	}
 	h.count = run + v->duration_bucket[SM_DUR_BUCKETS - 1];
 	h.sum = v->duration_sum_ns / 1e9;
-	sm_prom_histogram(f->dur, SM_PROM_LABELS({ "src", src }, { "dst", dst }), &h);
-	sm_prom_u64(f->bytes, SM_PROM_LABELS({ "src", src }, { "dst", dst },
-					     { "direction", "sent" }),
+	sm_prom_histogram(f->dur, SM_PROM_LABELS({"src", src}, {"dst", dst}), &h);
+	sm_prom_u64(f->bytes, SM_PROM_LABELS({"src", src}, {"dst", dst}, {"direction", "sent"}),
 		    v->bytes_sent);
-	sm_prom_u64(f->bytes, SM_PROM_LABELS({ "src", src }, { "dst", dst },
-					     { "direction", "received" }),
+	sm_prom_u64(f->bytes, SM_PROM_LABELS({"src", src}, {"dst", dst}, {"direction", "received"}),
 		    v->bytes_received);
-	sm_prom_u64(f->retrans, SM_PROM_LABELS({ "src", src }, { "dst", dst }),
-		    v->retransmits);
+	sm_prom_u64(f->retrans, SM_PROM_LABELS({"src", src}, {"dst", dst}), v->retransmits);
 }
 
 /* What a map walk of /metrics needs at hand. */
@@ -124,10 +121,8 @@ static int canary_one(const void *key, void *value, void *ctx)
 	struct walk *w = ctx;
 
 	sm_names_get(&w->a->names, k->svc, svc, sizeof(svc));
-	sm_names_get_subset(&w->a->names, k->svc, (uint8_t)k->subset, sub,
-			    sizeof(sub));
-	sm_prom_u64(w->f->canary, SM_PROM_LABELS({ "service", svc },
-						 { "subset", sub }),
+	sm_names_get_subset(&w->a->names, k->svc, (uint8_t)k->subset, sub, sizeof(sub));
+	sm_prom_u64(w->f->canary, SM_PROM_LABELS({"service", svc}, {"subset", sub}),
 		    sum_percpu(value));
 	return SM_WALK_NEXT;
 }
@@ -141,7 +136,7 @@ static int quota_one(const void *key, void *value, void *ctx)
 
 	sm_names_get(&w->a->names, k->src, src, sizeof(src));
 	sm_names_get(&w->a->names, k->dst, dst, sizeof(dst));
-	sm_prom_u64(w->f->quota, SM_PROM_LABELS({ "src", src }, { "dst", dst }),
+	sm_prom_u64(w->f->quota, SM_PROM_LABELS({"src", src}, {"dst", dst}),
 		    st->active > 0 ? (uint64_t)st->active : 0);
 	return SM_WALK_NEXT;
 }
@@ -149,7 +144,7 @@ static int quota_one(const void *key, void *value, void *ctx)
 /* Per service pair counters, canary counters and quota counts. */
 static void walks(struct sm_agent *a, const struct fams *f)
 {
-	struct walk w = { a, f };
+	struct walk w = {a, f};
 
 	sm_map_each(sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_PAIR)), pair_one, &w);
 	sm_map_each(sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_CANARY)), canary_one, &w);
@@ -173,14 +168,10 @@ static void global_stats(struct sm_agent *a, struct sm_prom *w)
 			       "TCP trace id options by result: written by clients, "
 			       "received by servers, no room on the SYN, missing "
 			       "from the peer");
-	sm_prom_u64(trace, SM_PROM_LABELS({ "result", "written" }),
-		    st[SM_S_TRACE_WRITTEN]);
-	sm_prom_u64(trace, SM_PROM_LABELS({ "result", "received" }),
-		    st[SM_S_TRACE_RECEIVED]);
-	sm_prom_u64(trace, SM_PROM_LABELS({ "result", "no_space" }),
-		    st[SM_S_TRACE_NO_SPACE]);
-	sm_prom_u64(trace, SM_PROM_LABELS({ "result", "missing" }),
-		    st[SM_S_TRACE_MISSING]);
+	sm_prom_u64(trace, SM_PROM_LABELS({"result", "written"}), st[SM_S_TRACE_WRITTEN]);
+	sm_prom_u64(trace, SM_PROM_LABELS({"result", "received"}), st[SM_S_TRACE_RECEIVED]);
+	sm_prom_u64(trace, SM_PROM_LABELS({"result", "no_space"}), st[SM_S_TRACE_NO_SPACE]);
+	sm_prom_u64(trace, SM_PROM_LABELS({"result", "missing"}), st[SM_S_TRACE_MISSING]);
 	f = sm_prom_family(w, "sockmesh_events_lost_total", SM_PROM_COUNTER,
 			   "Flow events dropped because the ring buffer was full");
 	sm_prom_u64(f, NULL, 0, st[SM_S_EVENTS_LOST]);
@@ -188,21 +179,18 @@ static void global_stats(struct sm_agent *a, struct sm_prom *w)
 			   "Sockets made before the agent first started, seen "
 			   "when they connect");
 	sm_prom_u64(f, NULL, 0, st[SM_S_UNTRACKED]);
-	f = sm_prom_family(w, "sockmesh_socket_storage_failures_total",
-			   SM_PROM_COUNTER,
+	f = sm_prom_family(w, "sockmesh_socket_storage_failures_total", SM_PROM_COUNTER,
 			   "Sockets the datapath could not keep state for");
 	sm_prom_u64(f, NULL, 0, st[SM_S_NO_STORAGE]);
 	f = sm_prom_family(w, "sockmesh_pair_stats_full_total", SM_PROM_COUNTER,
 			   "Counter updates lost because sm_pair_stats was full");
 	sm_prom_u64(f, NULL, 0, st[SM_S_PAIR_FULL]);
-	f = sm_prom_family(w, "sockmesh_deny_records_folded_total",
-			   SM_PROM_COUNTER,
+	f = sm_prom_family(w, "sockmesh_deny_records_folded_total", SM_PROM_COUNTER,
 			   "Denies not written to the flow log (past 100 records "
 			   "a second per pair and verdict); still counted in "
 			   "sockmesh_connections_total");
 	sm_prom_u64(f, NULL, 0, st[SM_S_DENIES_FOLDED]);
-	f = sm_prom_family(w, "sockmesh_drained_connections_total",
-			   SM_PROM_COUNTER,
+	f = sm_prom_family(w, "sockmesh_drained_connections_total", SM_PROM_COUNTER,
 			   "Connections closed because a reload removed their "
 			   "endpoint (drain: close)");
 	sm_prom_u64(f, NULL, 0, st[SM_S_DRAINED]);
@@ -213,7 +201,7 @@ struct outlier_walk {
 	struct {
 		__u64 ejections;
 		__u64 out;
-	} *per;
+	} * per;
 	uint32_t cap;
 	__u64 now;
 };
@@ -233,7 +221,7 @@ static int outlier_one(const void *key, void *value, void *ctx)
 
 static void outliers(struct sm_agent *a, struct sm_prom *w)
 {
-	struct outlier_walk o = { .cap = a->names.cap };
+	struct outlier_walk o = {.cap = a->names.cap};
 	struct sm_prom_family *total, *out;
 	char name[SM_NAME_LEN];
 	struct timespec ts;
@@ -245,8 +233,7 @@ static void outliers(struct sm_agent *a, struct sm_prom *w)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	o.now = (__u64)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 	sm_map_each(sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_OUTLIER)), outlier_one, &o);
-	total = sm_prom_family(w, "sockmesh_outlier_ejections_total",
-			       SM_PROM_COUNTER,
+	total = sm_prom_family(w, "sockmesh_outlier_ejections_total", SM_PROM_COUNTER,
 			       "Backends taken out of selection after failed "
 			       "connects, by service");
 	out = sm_prom_family(w, "sockmesh_outlier_ejected", SM_PROM_GAUGE,
@@ -255,10 +242,8 @@ static void outliers(struct sm_agent *a, struct sm_prom *w)
 		if (!o.per[i].ejections)
 			continue;
 		sm_names_get(&a->names, i, name, sizeof(name));
-		sm_prom_u64(total, SM_PROM_LABELS({ "service", name }),
-			    o.per[i].ejections);
-		sm_prom_u64(out, SM_PROM_LABELS({ "service", name }),
-			    o.per[i].out);
+		sm_prom_u64(total, SM_PROM_LABELS({"service", name}), o.per[i].ejections);
+		sm_prom_u64(out, SM_PROM_LABELS({"service", name}), o.per[i].out);
 	}
 	free(o.per);
 }
@@ -266,8 +251,10 @@ static void outliers(struct sm_agent *a, struct sm_prom *w)
 static void map_fill(struct sm_agent *a, struct sm_prom *w)
 {
 	static const char *const state_maps[] = {
-		SM_STR(SM_MAP_QSTATE), SM_STR(SM_MAP_PAIR),
-		SM_STR(SM_MAP_CANARY), SM_STR(SM_MAP_NAMES),
+		SM_STR(SM_MAP_QSTATE),
+		SM_STR(SM_MAP_PAIR),
+		SM_STR(SM_MAP_CANARY),
+		SM_STR(SM_MAP_NAMES),
 	};
 	struct sm_prom_family *ent, *cap;
 	struct bpf_map_info info;
@@ -280,10 +267,9 @@ static void map_fill(struct sm_agent *a, struct sm_prom *w)
 	cap = sm_prom_family(w, "sockmesh_map_capacity", SM_PROM_GAUGE,
 			     "Entries a map can hold; policy maps per policy");
 	for (m = 0; m < SM_PM_MAX; m++) {
-		sm_prom_u64(ent, SM_PROM_LABELS({ "map", sm_pmap_name(m) }),
+		sm_prom_u64(ent, SM_PROM_LABELS({"map", sm_pmap_name(m)}),
 			    sm_applier_entries(&a->applier, m));
-		sm_prom_u64(cap, SM_PROM_LABELS({ "map", sm_pmap_name(m) }),
-			    a->applier.limits[m]);
+		sm_prom_u64(cap, SM_PROM_LABELS({"map", sm_pmap_name(m)}), a->applier.limits[m]);
 	}
 	for (i = 0; i < sizeof(state_maps) / sizeof(state_maps[0]); i++) {
 		fd = sm_dp_map_fd(&a->dp, state_maps[i]);
@@ -291,10 +277,8 @@ static void map_fill(struct sm_agent *a, struct sm_prom *w)
 		len = sizeof(info);
 		if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len))
 			continue;
-		sm_prom_u64(ent, SM_PROM_LABELS({ "map", state_maps[i] }),
-			    sm_map_count(fd));
-		sm_prom_u64(cap, SM_PROM_LABELS({ "map", state_maps[i] }),
-			    info.max_entries);
+		sm_prom_u64(ent, SM_PROM_LABELS({"map", state_maps[i]}), sm_map_count(fd));
+		sm_prom_u64(cap, SM_PROM_LABELS({"map", state_maps[i]}), info.max_entries);
 	}
 }
 
@@ -309,10 +293,9 @@ static void agent_state(struct sm_agent *a, struct sm_prom *w)
 	sm_prom_u64(f, NULL, 0, a->applier.generation);
 	f = sm_prom_family(w, "sockmesh_policy_reloads_total", SM_PROM_COUNTER,
 			   "Policy reloads by result");
-	sm_prom_u64(f, SM_PROM_LABELS({ "result", "success" }), a->reloads_ok);
-	sm_prom_u64(f, SM_PROM_LABELS({ "result", "unchanged" }),
-		    a->reloads_unchanged);
-	sm_prom_u64(f, SM_PROM_LABELS({ "result", "error" }), a->reloads_error);
+	sm_prom_u64(f, SM_PROM_LABELS({"result", "success"}), a->reloads_ok);
+	sm_prom_u64(f, SM_PROM_LABELS({"result", "unchanged"}), a->reloads_unchanged);
+	sm_prom_u64(f, SM_PROM_LABELS({"result", "error"}), a->reloads_error);
 	f = sm_prom_family(w, "sockmesh_policy_missing_cgroups", SM_PROM_GAUGE,
 			   "Service cgroups named by the policy that do not exist");
 	sm_prom_u64(f, NULL, 0, a->missing_cgroups);
@@ -320,15 +303,13 @@ static void agent_state(struct sm_agent *a, struct sm_prom *w)
 			   "1 when the agent's program for the hook is in force on "
 			   "the managed cgroup");
 	for (i = 0; i < a->dp.n_hooks; i++)
-		sm_prom_u64(f, SM_PROM_LABELS({ "hook", a->dp.hooks[i].label }),
-			    a->hook_ok[i]);
+		sm_prom_u64(f, SM_PROM_LABELS({"hook", a->dp.hooks[i].label}), a->hook_ok[i]);
 	pthread_mutex_unlock(&a->lock);
 
 	f = sm_prom_family(w, "sockmesh_flow_records_total", SM_PROM_COUNTER,
 			   "Flow records read from the datapath");
 	sm_prom_u64(f, NULL, 0, sm_events_handled(a->events));
-	f = sm_prom_family(w, "sockmesh_flow_log_write_errors_total",
-			   SM_PROM_COUNTER,
+	f = sm_prom_family(w, "sockmesh_flow_log_write_errors_total", SM_PROM_COUNTER,
 			   "Flow records the flow log file could not take");
 	sm_prom_u64(f, NULL, 0, sm_events_write_errors(a->events));
 }
@@ -344,17 +325,14 @@ int sm_metrics_render(struct sm_agent *a, char **text, size_t *len)
 	f.conns = sm_prom_family(w, "sockmesh_connections_total", SM_PROM_COUNTER,
 				 "Connections decided on this node, by source and "
 				 "destination service and verdict");
-	f.canary = sm_prom_family(w, "sockmesh_canary_connections_total",
-				  SM_PROM_COUNTER,
+	f.canary = sm_prom_family(w, "sockmesh_canary_connections_total", SM_PROM_COUNTER,
 				  "Connections to a VIP by the subset chosen");
-	f.dur = sm_prom_family(w, "sockmesh_connection_duration_seconds",
-			       SM_PROM_HISTOGRAM,
+	f.dur = sm_prom_family(w, "sockmesh_connection_duration_seconds", SM_PROM_HISTOGRAM,
 			       "Lifetime of closed TCP connections");
 	f.bytes = sm_prom_family(w, "sockmesh_bytes_total", SM_PROM_COUNTER,
 				 "Bytes of closed TCP connections; sent: from src "
 				 "to dst, received: from dst to src");
-	f.retrans = sm_prom_family(w, "sockmesh_tcp_retransmits_total",
-				   SM_PROM_COUNTER,
+	f.retrans = sm_prom_family(w, "sockmesh_tcp_retransmits_total", SM_PROM_COUNTER,
 				   "Retransmitted segments of closed TCP connections");
 	f.quota = sm_prom_family(w, "sockmesh_quota_active", SM_PROM_GAUGE,
 				 "Live connections held against max_concurrent");

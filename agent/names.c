@@ -10,10 +10,9 @@
 #include "mapiter.h"
 #include "names.h"
 
-static int name_store(struct sm_names *n, uint32_t id, uint8_t subset,
-		      const char *name)
+static int name_store(struct sm_names *n, uint32_t id, uint8_t subset, const char *name)
 {
-	struct sm_name_key key = { .svc = id, .subset = subset };
+	struct sm_name_key key = {.svc = id, .subset = subset};
 	struct sm_name_val val = {};
 
 	if (n->map_fd < 0)
@@ -87,8 +86,7 @@ out:
 	return err;
 }
 
-static int listed(const char (*names)[SM_NAME_LEN], unsigned int count,
-		  const char *name)
+static int listed(const char (*names)[SM_NAME_LEN], unsigned int count, const char *name)
 {
 	unsigned int i;
 
@@ -99,9 +97,8 @@ static int listed(const char (*names)[SM_NAME_LEN], unsigned int count,
 }
 
 /* The index for one new subset name; -ENOSPC if all are in use. */
-static int subset_slot(struct sm_name_entry *e,
-		       const char (*names)[SM_NAME_LEN], unsigned int count,
-		       const uint8_t *taken)
+static int subset_slot(struct sm_name_entry *e, const char (*names)[SM_NAME_LEN],
+		       unsigned int count, const uint8_t *taken)
 {
 	int i;
 
@@ -114,9 +111,8 @@ static int subset_slot(struct sm_name_entry *e,
 	return -ENOSPC;
 }
 
-int sm_names_subsets(struct sm_names *n, uint32_t id,
-		     const char (*names)[SM_NAME_LEN], unsigned int count,
-		     uint8_t *idx)
+int sm_names_subsets(struct sm_names *n, uint32_t id, const char (*names)[SM_NAME_LEN],
+		     unsigned int count, uint8_t *idx)
 {
 	uint8_t taken[SM_MAX_SUBSETS] = {};
 	struct sm_name_entry *e;
@@ -172,8 +168,7 @@ void sm_names_get(struct sm_names *n, uint32_t id, char *buf, size_t len)
 	pthread_mutex_unlock(&n->lock);
 }
 
-void sm_names_get_subset(struct sm_names *n, uint32_t id, uint8_t idx,
-			 char *buf, size_t len)
+void sm_names_get_subset(struct sm_names *n, uint32_t id, uint8_t idx, char *buf, size_t len)
 {
 	buf[0] = '\0';
 	if (idx >= SM_MAX_SUBSETS)

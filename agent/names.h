@@ -17,14 +17,14 @@
 #include "sockmesh/abi.h"
 
 struct sm_name_entry {
-	char name[SM_NAME_LEN];			/* "" : id free */
+	char name[SM_NAME_LEN]; /* "" : id free */
 	char subset[SM_MAX_SUBSETS][SM_NAME_LEN];
 };
 
 struct sm_names {
 	pthread_mutex_t lock;
-	int map_fd;		/* pinned sm_names; -1: memory only */
-	uint32_t cap;		/* ids 1 .. cap-1 */
+	int map_fd;   /* pinned sm_names; -1: memory only */
+	uint32_t cap; /* ids 1 .. cap-1 */
 	struct sm_name_entry *e;
 };
 
@@ -39,13 +39,11 @@ int sm_names_service(struct sm_names *n, const char *name, uint32_t *id);
  * Indices for a service's subsets: a subset keeps the index its name had;
  * new names take free indices, else those of names no longer listed.
  */
-int sm_names_subsets(struct sm_names *n, uint32_t id,
-		     const char (*names)[SM_NAME_LEN], unsigned int count,
-		     uint8_t *idx);
+int sm_names_subsets(struct sm_names *n, uint32_t id, const char (*names)[SM_NAME_LEN],
+		     unsigned int count, uint8_t *idx);
 
 /* Names for labels and logs: "world" for id 0, "" for unknown subsets. */
 void sm_names_get(struct sm_names *n, uint32_t id, char *buf, size_t len);
-void sm_names_get_subset(struct sm_names *n, uint32_t id, uint8_t idx,
-			 char *buf, size_t len);
+void sm_names_get_subset(struct sm_names *n, uint32_t id, uint8_t idx, char *buf, size_t len);
 
 #endif /* SM_NAMES_H */

@@ -67,8 +67,7 @@ int sm_pins_prepare(const char *dir)
 		}
 		if (mount("bpf", SM_BPFFS_MOUNT, "bpf", 0, "mode=0700")) {
 			err = -errno;
-			pr_warn("bpffs: mount on %s: %s\n", SM_BPFFS_MOUNT,
-				strerror(-err));
+			pr_warn("bpffs: mount on %s: %s\n", SM_BPFFS_MOUNT, strerror(-err));
 			return err;
 		}
 		pr_info("bpffs: mounted on %s\n", SM_BPFFS_MOUNT);
@@ -124,8 +123,7 @@ int sm_pins_exist(const char *dir)
 }
 
 /* Apply fn to every entry of <bpffs>/<sub>, then remove the directory. */
-static int clear_dir(const char *bpffs, const char *sub,
-		     int (*fn)(const char *path))
+static int clear_dir(const char *bpffs, const char *sub, int (*fn)(const char *path))
 {
 	char dir[PATH_MAX], path[PATH_MAX + 256];
 	struct dirent *de;

@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #define SM_DEFAULT_BPFFS "/sys/fs/bpf/sockmesh"
-#define SM_BPFFS_MOUNT "/sys/fs/bpf"
+#define SM_BPFFS_MOUNT	 "/sys/fs/bpf"
 
 /*
  * Make sure dir lies on a bpf file system: when it does not and dir is
@@ -20,8 +20,7 @@ int sm_pins_prepare(const char *dir);
 
 /* "<dir>/maps/<name>" and "<dir>/links/<name>". */
 int sm_pin_map_path(const char *dir, const char *name, char *buf, size_t len);
-int sm_pin_link_path(const char *dir, const char *name, char *buf,
-		     size_t len);
+int sm_pin_link_path(const char *dir, const char *name, char *buf, size_t len);
 
 /* A pinned map's fd, or -errno (-ENOENT: nothing pinned there). */
 int sm_pin_map_open(const char *dir, const char *name);

@@ -29,23 +29,22 @@
 
 #include "policy.h"
 
-#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-#define MAX_WEIGHT	1000000
+#define MAX_WEIGHT 1000000
 /* The datapath refills a quota bucket 1e9 / rate nanoseconds per token. */
-#define MAX_RATE	1000000000
-#define MAX_FILE	(64 << 20)
-#define MAX_FIELDS	16
-#define WHERE_LEN	160
-#define GOT_LEN		80
-#define PORT_WORDS	(65536 / 64)
+#define MAX_RATE   1000000000
+#define MAX_FILE   (64 << 20)
+#define MAX_FIELDS 16
+#define WHERE_LEN  160
+#define GOT_LEN	   80
+#define PORT_WORDS (65536 / 64)
 
 /* A key table: one name per field, NULL-terminated, within collect()'s. */
-#define KEYS_CHECK(keys, n)						\
-	_Static_assert(ARRAY_SIZE(keys) == (n) + 1 && (n) <= MAX_FIELDS, #keys)
+#define KEYS_CHECK(keys, n) _Static_assert(ARRAY_SIZE(keys) == (n) + 1 && (n) <= MAX_FIELDS, #keys)
 
-#define DEFAULT_FAILURES	5
-#define DEFAULT_EJECT_SECONDS	30
+#define DEFAULT_FAILURES      5
+#define DEFAULT_EJECT_SECONDS 30
 
 /* What a list entry is, for cross-checks and their messages. */
 enum item_kind {
@@ -57,7 +56,7 @@ enum item_kind {
 /* Who holds a name, cgroup, endpoint or VIP, and where it was written. */
 struct owner {
 	const struct sm_service *svc;
-	const struct sm_subset *sub;	/* NULL: the service's own lists */
+	const struct sm_subset *sub; /* NULL: the service's own lists */
 	enum item_kind kind;
 	unsigned int protocols;
 	struct sm_loc loc;
@@ -70,7 +69,7 @@ struct owner {
  * htab_next() visits every entry under a key.
  */
 struct hent {
-	const void *key;	/* NULL: free slot */
+	const void *key; /* NULL: free slot */
 	size_t klen;
 	uint64_t hash;
 	struct owner own;
@@ -78,7 +77,7 @@ struct hent {
 
 struct htab {
 	struct hent *e;
-	size_t cap;		/* a power of two */
+	size_t cap; /* a power of two */
 	size_t n;
 };
 
@@ -89,19 +88,19 @@ struct sm_policy_index {
 
 struct parser {
 	yaml_document_t *doc;
-	struct sm_diags *diags;		/* may be NULL: errors only counted */
+	struct sm_diags *diags; /* may be NULL: errors only counted */
 	size_t errors;
 	bool oom;
 	struct sm_policy *p;
-	struct htab names;		/* service name as written -> service */
-	bool names_broken;		/* services unreadable: no name checks */
-	struct htab unknown;		/* names no service has -> hint */
+	struct htab names;   /* service name as written -> service */
+	bool names_broken;   /* services unreadable: no name checks */
+	struct htab unknown; /* names no service has -> hint */
 	struct htab cgroups;
-	struct htab dests;		/* endpoints and VIPs by address, port */
-	struct htab pairs;		/* quotas by (from, to) */
-	uint32_t *mark;			/* per service, then world: last list */
+	struct htab dests; /* endpoints and VIPs by address, port */
+	struct htab pairs; /* quotas by (from, to) */
+	uint32_t *mark;	   /* per service, then world: last list */
 	uint32_t mark_gen;
-	uint64_t *ports;		/* bitmap of the current rule's ports */
+	uint64_t *ports; /* bitmap of the current rule's ports */
 };
 
 /* Where a value sits: "field 'weight' in subset 'v1' of service 'x'". */
@@ -111,19 +110,20 @@ struct at {
 };
 
 /* Word lists; an enum value is its word's index. */
-static const char *const mode_names[] = { "enforce", "audit", NULL };
-static const char *const egress_names[] = { "allow", "deny", NULL };
-static const char *const affinity_names[] = { "none", "source", NULL };
-static const char *const drain_names[] = { "close", "keep", NULL };
+static const char *const mode_names[] = {"enforce", "audit", NULL};
+static const char *const egress_names[] = {"allow", "deny", NULL};
+static const char *const affinity_names[] = {"none", "source", NULL};
+static const char *const drain_names[] = {"close", "keep", NULL};
 /* Index + 1 gives the SM_PROTO_* bits: tcp 1, udp 2, both 3. */
-static const char *const proto_names[] = { "tcp", "udp", "both", NULL };
+static const char *const proto_names[] = {"tcp", "udp", "both", NULL};
 
 _Static_assert(SM_PROTO_TCP == 1 && SM_PROTO_UDP == 2, "proto_names order");
-_Static_assert(SM_MODE_AUDIT == 1 && SM_EGRESS_DENY == 1 &&
-	       SM_AFFINITY_SOURCE == 1 && SM_DRAIN_KEEP == 1, "word order");
+_Static_assert(SM_MODE_AUDIT == 1 && SM_EGRESS_DENY == 1 && SM_AFFINITY_SOURCE == 1 &&
+		       SM_DRAIN_KEEP == 1,
+	       "word order");
 /* Quota pairs are hashed as the two name arrays together. */
-_Static_assert(offsetof(struct sm_quota, to) ==
-	       offsetof(struct sm_quota, from) + SM_NAME_LEN, "quota layout");
+_Static_assert(offsetof(struct sm_quota, to) == offsetof(struct sm_quota, from) + SM_NAME_LEN,
+	       "quota layout");
 
 /* --- diagnostics --- */
 
@@ -141,8 +141,7 @@ void sm_diags_free(struct sm_diags *d)
 	d->cap = 0;
 }
 
-static void diags_vadd(struct sm_diags *d, struct sm_loc loc, const char *fmt,
-		       va_list ap)
+static void diags_vadd(struct sm_diags *d, struct sm_loc loc, const char *fmt, va_list ap)
 {
 	struct sm_diag *items;
 	size_t cap;
@@ -179,8 +178,8 @@ void sm_diags_print(const struct sm_diags *d, FILE *f)
 	for (i = 0; i < d->n; i++) {
 		it = &d->items[i];
 		if (it->loc.line)
-			fprintf(f, "%s:%u:%u: error: %s\n", d->file,
-				it->loc.line, it->loc.col, it->msg);
+			fprintf(f, "%s:%u:%u: error: %s\n", d->file, it->loc.line, it->loc.col,
+				it->msg);
 		else
 			fprintf(f, "%s: error: %s\n", d->file, it->msg);
 	}
@@ -254,8 +253,7 @@ static int parse_dec(const char *s, uint64_t *out)
 }
 
 /* Splits "host:port" or "[host]:port"; the problem in words, or NULL. */
-static const char *split_endpoint(const char *s, char *host, size_t len,
-				  uint16_t *port)
+static const char *split_endpoint(const char *s, char *host, size_t len, uint16_t *port)
 {
 	const char *colon, *start = s;
 	uint64_t v;
@@ -335,7 +333,7 @@ void sm_sockaddr_str(const struct sm_sockaddr *sa, char *buf, size_t len)
 static uint64_t hash_bytes(const void *key, size_t len)
 {
 	const unsigned char *p = key;
-	uint64_t h = 14695981039346656037ULL;	/* FNV-1a */
+	uint64_t h = 14695981039346656037ULL; /* FNV-1a */
 
 	while (len--) {
 		h ^= *p++;
@@ -366,8 +364,7 @@ static int htab_grow(struct htab *t)
 	return 0;
 }
 
-static int htab_add(struct htab *t, const void *key, size_t klen,
-		    const struct owner *own)
+static int htab_add(struct htab *t, const void *key, size_t klen, const struct owner *own)
 {
 	uint64_t h = hash_bytes(key, klen);
 	size_t j;
@@ -378,14 +375,14 @@ static int htab_add(struct htab *t, const void *key, size_t klen,
 	j = h & (t->cap - 1);
 	while (t->e[j].key)
 		j = (j + 1) & (t->cap - 1);
-	t->e[j] = (struct hent){ key, klen, h, *own };
+	t->e[j] = (struct hent){key, klen, h, *own};
 	t->n++;
 	return 0;
 }
 
 /* The entries under key one by one; *pos starts at 0. */
-static const struct owner *htab_next(const struct htab *t, const void *key,
-				     size_t klen, size_t *pos)
+static const struct owner *htab_next(const struct htab *t, const void *key, size_t klen,
+				     size_t *pos)
 {
 	uint64_t h;
 	size_t j;
@@ -393,18 +390,15 @@ static const struct owner *htab_next(const struct htab *t, const void *key,
 	if (!t->cap)
 		return NULL;
 	h = hash_bytes(key, klen);
-	for (j = (h + *pos) & (t->cap - 1); t->e[j].key;
-	     j = (h + *pos) & (t->cap - 1)) {
+	for (j = (h + *pos) & (t->cap - 1); t->e[j].key; j = (h + *pos) & (t->cap - 1)) {
 		(*pos)++;
-		if (t->e[j].hash == h && t->e[j].klen == klen &&
-		    !memcmp(t->e[j].key, key, klen))
+		if (t->e[j].hash == h && t->e[j].klen == klen && !memcmp(t->e[j].key, key, klen))
 			return &t->e[j].own;
 	}
 	return NULL;
 }
 
-static const struct owner *htab_find(const struct htab *t, const void *key,
-				     size_t klen)
+static const struct owner *htab_find(const struct htab *t, const void *key, size_t klen)
 {
 	size_t pos = 0;
 
@@ -415,8 +409,7 @@ static const struct owner *htab_find(const struct htab *t, const void *key,
 
 static struct sm_loc node_loc(const yaml_node_t *n)
 {
-	return (struct sm_loc){ n->start_mark.line + 1,
-				n->start_mark.column + 1 };
+	return (struct sm_loc){n->start_mark.line + 1, n->start_mark.column + 1};
 }
 
 static void __attribute__((format(printf, 3, 4)))
@@ -434,8 +427,7 @@ report(struct parser *ps, struct sm_loc loc, const char *fmt, ...)
 
 /* A problem with a field's value, at the value. */
 static void __attribute__((format(printf, 4, 5)))
-bad(struct parser *ps, const yaml_node_t *n, const struct at *at,
-    const char *fmt, ...)
+bad(struct parser *ps, const yaml_node_t *n, const struct at *at, const char *fmt, ...)
 {
 	char msg[256];
 	va_list ap;
@@ -443,8 +435,7 @@ bad(struct parser *ps, const yaml_node_t *n, const struct at *at,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	report(ps, node_loc(n), "field '%s' in %s: %s", at->field, at->where,
-	       msg);
+	report(ps, node_loc(n), "field '%s' in %s: %s", at->field, at->where, msg);
 }
 
 static void join(char *buf, size_t len, const char *const *words)
@@ -453,15 +444,13 @@ static void join(char *buf, size_t len, const char *const *words)
 
 	buf[0] = '\0';
 	for (; *words && off < len; words++)
-		off += snprintf(buf + off, len - off, "%s%s",
-				off ? ", " : "", *words);
+		off += snprintf(buf + off, len - off, "%s%s", off ? ", " : "", *words);
 }
 
 static void owner_str(const struct owner *o, char *buf, size_t len)
 {
 	if (o->sub)
-		snprintf(buf, len, "subset '%s' of service '%s'",
-			 o->sub->name, o->svc->name);
+		snprintf(buf, len, "subset '%s' of service '%s'", o->sub->name, o->svc->name);
 	else
 		snprintf(buf, len, "service '%s'", o->svc->name);
 }
@@ -473,15 +462,13 @@ static yaml_node_t *node_at(struct parser *ps, yaml_node_item_t id)
 	return yaml_document_get_node(ps->doc, id);
 }
 
-#define for_each_item(ps, seq, it, n)					\
-	for ((it) = (seq)->data.sequence.items.start;			\
-	     (it) < (seq)->data.sequence.items.top &&			\
-	     ((n) = node_at(ps, *(it)));				\
-	     (it)++)
+#define for_each_item(ps, seq, it, n)                 \
+	for ((it) = (seq)->data.sequence.items.start; \
+	     (it) < (seq)->data.sequence.items.top && ((n) = node_at(ps, *(it))); (it)++)
 
-#define for_each_pair(map, pair)					\
-	for ((pair) = (map)->data.mapping.pairs.start;			\
-	     (pair) < (map)->data.mapping.pairs.top; (pair)++)
+#define for_each_pair(map, pair)                                                               \
+	for ((pair) = (map)->data.mapping.pairs.start; (pair) < (map)->data.mapping.pairs.top; \
+	     (pair)++)
 
 static size_t seq_len(const yaml_node_t *n)
 {
@@ -510,8 +497,8 @@ static bool is_null(const yaml_node_t *n)
 	if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
 		return false;
 	v = text(n);
-	return !*v || !strcmp(v, "~") || !strcmp(v, "null") ||
-	       !strcmp(v, "Null") || !strcmp(v, "NULL");
+	return !*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
+	       !strcmp(v, "NULL");
 }
 
 /* An empty list or mapping says nothing, like a missing key. */
@@ -535,19 +522,18 @@ static const char *describe(const yaml_node_t *n, char *buf, size_t len)
 	if (is_null(n))
 		return "null";
 	quoted = n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-	snprintf(buf, len, "%s'%.40s%s'", quoted ? "the quoted string " : "",
-		 text(n), n->data.scalar.length > 40 ? "..." : "");
+	snprintf(buf, len, "%s'%.40s%s'", quoted ? "the quoted string " : "", text(n),
+		 n->data.scalar.length > 40 ? "..." : "");
 	return buf;
 }
 
-static const char *get_str(struct parser *ps, const yaml_node_t *n,
-			   const struct at *at, const char *what)
+static const char *get_str(struct parser *ps, const yaml_node_t *n, const struct at *at,
+			   const char *what)
 {
 	char got[GOT_LEN];
 
 	if (n->type != YAML_SCALAR_NODE || is_null(n)) {
-		bad(ps, n, at, "expected %s, got %s", what,
-		    describe(n, got, sizeof(got)));
+		bad(ps, n, at, "expected %s, got %s", what, describe(n, got, sizeof(got)));
 		return NULL;
 	}
 	if (strlen(text(n)) != n->data.scalar.length) {
@@ -557,21 +543,19 @@ static const char *get_str(struct parser *ps, const yaml_node_t *n,
 	return text(n);
 }
 
-static bool expect_list(struct parser *ps, const yaml_node_t *n,
-			const struct at *at, const char *what)
+static bool expect_list(struct parser *ps, const yaml_node_t *n, const struct at *at,
+			const char *what)
 {
 	char got[GOT_LEN];
 
 	if (n->type == YAML_SEQUENCE_NODE)
 		return true;
-	bad(ps, n, at, "expected %s, got %s", what,
-	    describe(n, got, sizeof(got)));
+	bad(ps, n, at, "expected %s, got %s", what, describe(n, got, sizeof(got)));
 	return false;
 }
 
-static bool get_uint(struct parser *ps, const yaml_node_t *n,
-		     const struct at *at, uint32_t min, uint32_t max,
-		     uint32_t *out)
+static bool get_uint(struct parser *ps, const yaml_node_t *n, const struct at *at, uint32_t min,
+		     uint32_t max, uint32_t *out)
 {
 	char got[GOT_LEN];
 	uint64_t v = 0;
@@ -587,17 +571,15 @@ static bool get_uint(struct parser *ps, const yaml_node_t *n,
 		return false;
 	}
 	if (err || v < min || v > max) {
-		bad(ps, n, at, "%.40s is out of range (%u-%u)", text(n), min,
-		    max);
+		bad(ps, n, at, "%.40s is out of range (%u-%u)", text(n), min, max);
 		return false;
 	}
 	*out = v;
 	return true;
 }
 
-static bool get_enum(struct parser *ps, const yaml_node_t *n,
-		     const struct at *at, const char *const *words,
-		     unsigned int *out)
+static bool get_enum(struct parser *ps, const yaml_node_t *n, const struct at *at,
+		     const char *const *words, unsigned int *out)
 {
 	char allowed[96], what[112];
 	const char *s;
@@ -619,9 +601,8 @@ static bool get_enum(struct parser *ps, const yaml_node_t *n,
 }
 
 /* An optional field: false when absent or wrong (already reported). */
-static bool opt_enum(struct parser *ps, const yaml_node_t *n, struct at *at,
-		     const char *field, const char *const *words,
-		     unsigned int *out)
+static bool opt_enum(struct parser *ps, const yaml_node_t *n, struct at *at, const char *field,
+		     const char *const *words, unsigned int *out)
 {
 	if (!n)
 		return false;
@@ -629,9 +610,8 @@ static bool opt_enum(struct parser *ps, const yaml_node_t *n, struct at *at,
 	return get_enum(ps, n, at, words, out);
 }
 
-static bool opt_uint(struct parser *ps, const yaml_node_t *n, struct at *at,
-		     const char *field, uint32_t min, uint32_t max,
-		     uint32_t *out)
+static bool opt_uint(struct parser *ps, const yaml_node_t *n, struct at *at, const char *field,
+		     uint32_t min, uint32_t max, uint32_t *out)
 {
 	if (!n)
 		return false;
@@ -642,24 +622,23 @@ static bool opt_uint(struct parser *ps, const yaml_node_t *n, struct at *at,
 /* --- mappings with a fixed set of keys --- */
 
 /* The index of a key among keys[], or nkeys after reporting it. */
-static size_t field_index(struct parser *ps, const yaml_node_t *k,
-			  const char *where, const char *const *keys,
-			  size_t nkeys)
+static size_t field_index(struct parser *ps, const yaml_node_t *k, const char *where,
+			  const char *const *keys, size_t nkeys)
 {
 	char allowed[160], got[GOT_LEN];
 	size_t i;
 
 	if (k->type != YAML_SCALAR_NODE) {
-		report(ps, node_loc(k), "%s: expected a field name, got %s",
-		       where, describe(k, got, sizeof(got)));
+		report(ps, node_loc(k), "%s: expected a field name, got %s", where,
+		       describe(k, got, sizeof(got)));
 		return nkeys;
 	}
 	for (i = 0; i < nkeys; i++)
 		if (!strcmp(keys[i], text(k)))
 			return i;
 	join(allowed, sizeof(allowed), keys);
-	report(ps, node_loc(k), "unknown field '%.64s' in %s (allowed: %s)",
-	       text(k), where, allowed);
+	report(ps, node_loc(k), "unknown field '%.64s' in %s (allowed: %s)", text(k), where,
+	       allowed);
 	return nkeys;
 }
 
@@ -669,10 +648,10 @@ static size_t field_index(struct parser *ps, const yaml_node_t *k,
  * Unknown and repeated keys are reported here. False when map is no
  * mapping at all; a null map is an empty one.
  */
-static bool collect(struct parser *ps, yaml_node_t *map, const char *where,
-		    const char *const *keys, yaml_node_t **vals)
+static bool collect(struct parser *ps, yaml_node_t *map, const char *where, const char *const *keys,
+		    yaml_node_t **vals)
 {
-	yaml_node_t *first[MAX_FIELDS] = { NULL };
+	yaml_node_t *first[MAX_FIELDS] = {NULL};
 	yaml_node_t *k, *v;
 	yaml_node_pair_t *pair;
 	char got[GOT_LEN];
@@ -683,19 +662,19 @@ static bool collect(struct parser *ps, yaml_node_t *map, const char *where,
 	if (!map || is_null(map))
 		return true;
 	if (map->type != YAML_MAPPING_NODE) {
-		report(ps, node_loc(map), "%s: expected a mapping, got %s",
-		       where, describe(map, got, sizeof(got)));
+		report(ps, node_loc(map), "%s: expected a mapping, got %s", where,
+		       describe(map, got, sizeof(got)));
 		return false;
 	}
-	for_each_pair(map, pair) {
+	for_each_pair(map, pair)
+	{
 		k = node_at(ps, pair->key);
 		v = node_at(ps, pair->value);
 		i = field_index(ps, k, where, keys, nkeys);
 		if (i == nkeys)
 			continue;
 		if (first[i]) {
-			report(ps, node_loc(k),
-			       "duplicate field '%s' in %s (first at line %u)",
+			report(ps, node_loc(k), "duplicate field '%s' in %s (first at line %u)",
 			       keys[i], where, node_loc(first[i]).line);
 			continue;
 		}
@@ -705,8 +684,8 @@ static bool collect(struct parser *ps, yaml_node_t *map, const char *where,
 	return true;
 }
 
-static bool require(struct parser *ps, const yaml_node_t *map,
-		    const char *where, const yaml_node_t *v, const char *key)
+static bool require(struct parser *ps, const yaml_node_t *map, const char *where,
+		    const yaml_node_t *v, const char *key)
 {
 	if (v)
 		return true;
@@ -740,34 +719,29 @@ static const char *name_problem(const char *s)
  * rules is reported but still returned: the entry is read, and rules that
  * name it resolve, so one bad name is one error.
  */
-static const char *entry_name(struct parser *ps, const yaml_node_t *k,
-			      const char *what)
+static const char *entry_name(struct parser *ps, const yaml_node_t *k, const char *what)
 {
 	char got[GOT_LEN];
 	const char *why;
 
-	if (k->type != YAML_SCALAR_NODE || is_null(k) ||
-	    strlen(text(k)) != k->data.scalar.length) {
+	if (k->type != YAML_SCALAR_NODE || is_null(k) || strlen(text(k)) != k->data.scalar.length) {
 		report(ps, node_loc(k), "expected a %s name, got %s", what,
 		       describe(k, got, sizeof(got)));
 		return NULL;
 	}
 	why = name_problem(text(k));
 	if (why)
-		report(ps, node_loc(k), "%s name '%.64s' %s", what, text(k),
-		       why);
+		report(ps, node_loc(k), "%s name '%.64s' %s", what, text(k), why);
 	return text(k);
 }
 
 /* Edit distance of a and b, or limit + 1 once it is over limit. */
-static unsigned int edit_distance(const char *a, const char *b,
-				  unsigned int limit)
+static unsigned int edit_distance(const char *a, const char *b, unsigned int limit)
 {
 	unsigned int row[SM_NAME_LEN + 1], diag, up, best, v;
 	size_t la = strlen(a), lb = strlen(b), i, j;
 
-	if (la >= SM_NAME_LEN || lb >= SM_NAME_LEN ||
-	    (la > lb ? la - lb : lb - la) > limit)
+	if (la >= SM_NAME_LEN || lb >= SM_NAME_LEN || (la > lb ? la - lb : lb - la) > limit)
 		return limit + 1;
 	for (j = 0; j <= lb; j++)
 		row[j] = j;
@@ -792,8 +766,7 @@ static unsigned int edit_distance(const char *a, const char *b,
 	return row[lb];
 }
 
-static const struct sm_service *closest(const struct sm_policy *p,
-					const char *s)
+static const struct sm_service *closest(const struct sm_policy *p, const char *s)
 {
 	const struct sm_service *hint = NULL;
 	unsigned int best = 3, d;
@@ -810,11 +783,11 @@ static const struct sm_service *closest(const struct sm_policy *p,
 }
 
 /* Each unknown name is compared with every service once, not per use. */
-static void unknown_service(struct parser *ps, const yaml_node_t *n,
-			    const struct at *at, const char *s)
+static void unknown_service(struct parser *ps, const yaml_node_t *n, const struct at *at,
+			    const char *s)
 {
 	const struct owner *o = htab_find(&ps->unknown, s, strlen(s));
-	struct owner hint = { 0 };
+	struct owner hint = {0};
 
 	if (!o) {
 		hint.svc = closest(ps->p, s);
@@ -823,21 +796,22 @@ static void unknown_service(struct parser *ps, const yaml_node_t *n,
 		o = &hint;
 	}
 	if (o->svc)
-		bad(ps, n, at, "unknown service '%.64s' (did you mean '%s'?)",
-		    s, o->svc->name);
+		bad(ps, n, at, "unknown service '%.64s' (did you mean '%s'?)", s, o->svc->name);
 	else
 		bad(ps, n, at, "unknown service '%.64s'", s);
 }
 
 /* A name in a rule or quota -> its slot in ps->mark (world is last). */
-static bool resolve(struct parser *ps, const yaml_node_t *n,
-		    const struct at *at, const char *s, bool dest, size_t *slot)
+static bool resolve(struct parser *ps, const yaml_node_t *n, const struct at *at, const char *s,
+		    bool dest, size_t *slot)
 {
 	const struct owner *o;
 
 	if (!strcmp(s, SM_WORLD_NAME)) {
 		if (dest) {
-			bad(ps, n, at, "world is not a destination; defaults.egress governs non-mesh destinations");
+			bad(ps, n, at,
+			    "world is not a destination; defaults.egress governs non-mesh "
+			    "destinations");
 			return false;
 		}
 		*slot = ps->p->n_services;
@@ -883,17 +857,15 @@ static const char *cgroup_problem(const char *s)
 	return NULL;
 }
 
-static void parse_cgroups(struct parser *ps, yaml_node_t *seq,
-			  const struct at *at, struct sm_cgroup_ref **out,
-			  size_t *count)
+static void parse_cgroups(struct parser *ps, yaml_node_t *seq, const struct at *at,
+			  struct sm_cgroup_ref **out, size_t *count)
 {
 	struct sm_cgroup_ref *cg;
 	yaml_node_item_t *it;
 	const char *s, *why;
 	yaml_node_t *n;
 
-	if (!seq || !expect_list(ps, seq, at, "a list of cgroup paths") ||
-	    !seq_len(seq))
+	if (!seq || !expect_list(ps, seq, at, "a list of cgroup paths") || !seq_len(seq))
 		return;
 	cg = calloc(seq_len(seq), sizeof(*cg));
 	if (!cg) {
@@ -901,7 +873,8 @@ static void parse_cgroups(struct parser *ps, yaml_node_t *seq,
 		return;
 	}
 	*out = cg;
-	for_each_item(ps, seq, it, n) {
+	for_each_item(ps, seq, it, n)
+	{
 		s = get_str(ps, n, at, "a cgroup path");
 		if (!s)
 			continue;
@@ -919,18 +892,15 @@ static void parse_cgroups(struct parser *ps, yaml_node_t *seq,
 	}
 }
 
-static void parse_endpoints(struct parser *ps, yaml_node_t *seq,
-			    const struct at *at, struct sm_endpoint **out,
-			    size_t *count)
+static void parse_endpoints(struct parser *ps, yaml_node_t *seq, const struct at *at,
+			    struct sm_endpoint **out, size_t *count)
 {
 	struct sm_endpoint *eps;
 	yaml_node_item_t *it;
 	const char *s, *why;
 	yaml_node_t *n;
 
-	if (!seq ||
-	    !expect_list(ps, seq, at, "a list of addresses with ports") ||
-	    !seq_len(seq))
+	if (!seq || !expect_list(ps, seq, at, "a list of addresses with ports") || !seq_len(seq))
 		return;
 	eps = calloc(seq_len(seq), sizeof(*eps));
 	if (!eps) {
@@ -938,10 +908,13 @@ static void parse_endpoints(struct parser *ps, yaml_node_t *seq,
 		return;
 	}
 	*out = eps;
-	for_each_item(ps, seq, it, n) {
+	for_each_item(ps, seq, it, n)
+	{
 		/* Unquoted, "[fd00::1]:80" reads as YAML flow syntax. */
 		if (n->type != YAML_SCALAR_NODE) {
-			bad(ps, n, at, "expected an address with a port, got %s (IPv6 endpoints need quotes: \"[fd00::1]:80\")",
+			bad(ps, n, at,
+			    "expected an address with a port, got %s (IPv6 endpoints need quotes: "
+			    "\"[fd00::1]:80\")",
 			    n->type == YAML_SEQUENCE_NODE ? "a list" : "a mapping");
 			continue;
 		}
@@ -960,37 +933,33 @@ static void parse_endpoints(struct parser *ps, yaml_node_t *seq,
 /* --- defaults and outlier detection --- */
 
 enum { OUT_FAILURES, OUT_EJECT, OUT_N };
-static const char *const outlier_keys[] = { "failures", "eject_seconds",
-					    NULL };
+static const char *const outlier_keys[] = {"failures", "eject_seconds", NULL};
 KEYS_CHECK(outlier_keys, OUT_N);
 
-static void parse_outlier(struct parser *ps, yaml_node_t *map,
-			  const char *owner, struct sm_outlier *o)
+static void parse_outlier(struct parser *ps, yaml_node_t *map, const char *owner,
+			  struct sm_outlier *o)
 {
 	yaml_node_t *v[OUT_N];
 	char where[WHERE_LEN];
-	struct at at = { .where = where };
+	struct at at = {.where = where};
 
 	if (!map)
 		return;
 	snprintf(where, sizeof(where), "outlier of %s", owner);
 	if (!collect(ps, map, where, outlier_keys, v))
 		return;
-	opt_uint(ps, v[OUT_FAILURES], &at, "failures", 0, UINT16_MAX,
-		 &o->failures);
-	opt_uint(ps, v[OUT_EJECT], &at, "eject_seconds", 1, UINT16_MAX,
-		 &o->eject_seconds);
+	opt_uint(ps, v[OUT_FAILURES], &at, "failures", 0, UINT16_MAX, &o->failures);
+	opt_uint(ps, v[OUT_EJECT], &at, "eject_seconds", 1, UINT16_MAX, &o->eject_seconds);
 }
 
 enum { DEF_MODE, DEF_EGRESS, DEF_OUTLIER, DEF_N };
-static const char *const defaults_keys[] = { "mode", "egress", "outlier",
-					     NULL };
+static const char *const defaults_keys[] = {"mode", "egress", "outlier", NULL};
 KEYS_CHECK(defaults_keys, DEF_N);
 
 static void parse_defaults(struct parser *ps, yaml_node_t *map)
 {
 	struct sm_policy *p = ps->p;
-	struct at at = { .where = "defaults" };
+	struct at at = {.where = "defaults"};
 	yaml_node_t *v[DEF_N];
 	unsigned int x;
 
@@ -1010,38 +979,33 @@ static void parse_defaults(struct parser *ps, yaml_node_t *map)
 /* --- services and subsets --- */
 
 enum { SUB_WEIGHT, SUB_CGROUPS, SUB_ENDPOINTS, SUB_N };
-static const char *const subset_keys[] = { "weight", "cgroups", "endpoints",
-					   NULL };
+static const char *const subset_keys[] = {"weight", "cgroups", "endpoints", NULL};
 KEYS_CHECK(subset_keys, SUB_N);
 
 /* False unless the subset has a valid weight. */
-static bool parse_subset(struct parser *ps, struct sm_service *svc,
-			 struct sm_subset *sub, yaml_node_t *map)
+static bool parse_subset(struct parser *ps, struct sm_service *svc, struct sm_subset *sub,
+			 yaml_node_t *map)
 {
-	struct owner own = { .svc = svc, .sub = sub };
+	struct owner own = {.svc = svc, .sub = sub};
 	yaml_node_t *v[SUB_N];
 	char where[WHERE_LEN];
-	struct at at = { .where = where };
+	struct at at = {.where = where};
 
 	owner_str(&own, where, sizeof(where));
 	if (!collect(ps, map, where, subset_keys, v))
 		return false;
 	at.field = "cgroups";
-	parse_cgroups(ps, v[SUB_CGROUPS], &at, &sub->cgroups,
-		      &sub->n_cgroups);
+	parse_cgroups(ps, v[SUB_CGROUPS], &at, &sub->cgroups, &sub->n_cgroups);
 	at.field = "endpoints";
-	parse_endpoints(ps, v[SUB_ENDPOINTS], &at, &sub->endpoints,
-			&sub->n_endpoints);
+	parse_endpoints(ps, v[SUB_ENDPOINTS], &at, &sub->endpoints, &sub->n_endpoints);
 	if (!v[SUB_WEIGHT]) {
 		report(ps, sub->loc, "%s has no weight", where);
 		return false;
 	}
-	return opt_uint(ps, v[SUB_WEIGHT], &at, "weight", 0, MAX_WEIGHT,
-			&sub->weight);
+	return opt_uint(ps, v[SUB_WEIGHT], &at, "weight", 0, MAX_WEIGHT, &sub->weight);
 }
 
-static const struct sm_subset *find_subset(const struct sm_service *svc,
-					   const char *name)
+static const struct sm_subset *find_subset(const struct sm_service *svc, const char *name)
 {
 	size_t i;
 
@@ -1052,8 +1016,7 @@ static const struct sm_subset *find_subset(const struct sm_service *svc,
 }
 
 /* False unless the subset was read with a valid weight. */
-static bool add_subset(struct parser *ps, struct sm_service *svc,
-		       const yaml_node_pair_t *pair)
+static bool add_subset(struct parser *ps, struct sm_service *svc, const yaml_node_pair_t *pair)
 {
 	yaml_node_t *k = node_at(ps, pair->key);
 	const struct sm_subset *prev;
@@ -1066,8 +1029,8 @@ static bool add_subset(struct parser *ps, struct sm_service *svc,
 	prev = find_subset(svc, name);
 	if (prev) {
 		report(ps, node_loc(k),
-		       "duplicate subset '%.64s' in service '%s' (first at line %u)",
-		       name, svc->name, prev->loc.line);
+		       "duplicate subset '%.64s' in service '%s' (first at line %u)", name,
+		       svc->name, prev->loc.line);
 		return false;
 	}
 	sub = &svc->subsets[svc->n_subsets++];
@@ -1076,27 +1039,27 @@ static bool add_subset(struct parser *ps, struct sm_service *svc,
 	return parse_subset(ps, svc, sub, node_at(ps, pair->value));
 }
 
-static void check_weights(struct parser *ps, const struct sm_service *svc,
-			  bool weights_ok)
+static void check_weights(struct parser *ps, const struct sm_service *svc, bool weights_ok)
 {
 	uint64_t total = 0;
 	size_t i;
 
 	if (svc->n_subsets > SM_MAX_SUBSETS)
 		report(ps, svc->subsets[SM_MAX_SUBSETS].loc,
-		       "service '%s' has %zu subsets; at most %d are allowed",
-		       svc->name, svc->n_subsets, SM_MAX_SUBSETS);
+		       "service '%s' has %zu subsets; at most %d are allowed", svc->name,
+		       svc->n_subsets, SM_MAX_SUBSETS);
 	for (i = 0; i < svc->n_subsets; i++)
 		total += svc->subsets[i].weight;
 	/* A weight already reported wrong would make this one noise. */
 	if (weights_ok && svc->n_subsets && !total)
 		report(ps, svc->loc,
-		       "every subset of service '%s' has weight 0; at least one needs a positive weight",
+		       "every subset of service '%s' has weight 0; at least one needs a positive "
+		       "weight",
 		       svc->name);
 }
 
-static void parse_subsets(struct parser *ps, struct sm_service *svc,
-			  yaml_node_t *map, struct at *at)
+static void parse_subsets(struct parser *ps, struct sm_service *svc, yaml_node_t *map,
+			  struct at *at)
 {
 	yaml_node_pair_t *pair;
 	bool weights_ok = true;
@@ -1117,44 +1080,46 @@ static void parse_subsets(struct parser *ps, struct sm_service *svc,
 		ps->oom = true;
 		return;
 	}
-	for_each_pair(map, pair)
-		if (!add_subset(ps, svc, pair))
-			weights_ok = false;
+	for_each_pair(map, pair) if (!add_subset(ps, svc, pair)) weights_ok = false;
 	check_weights(ps, svc, weights_ok);
 }
 
 enum {
-	SVC_CGROUPS, SVC_ENDPOINTS, SVC_VIP, SVC_PROTOCOL, SVC_AFFINITY,
-	SVC_MODE, SVC_DRAIN, SVC_OUTLIER, SVC_SUBSETS, SVC_N
+	SVC_CGROUPS,
+	SVC_ENDPOINTS,
+	SVC_VIP,
+	SVC_PROTOCOL,
+	SVC_AFFINITY,
+	SVC_MODE,
+	SVC_DRAIN,
+	SVC_OUTLIER,
+	SVC_SUBSETS,
+	SVC_N
 };
-static const char *const service_keys[] = {
-	"cgroups", "endpoints", "vip", "protocol", "affinity", "mode",
-	"drain", "outlier", "subsets", NULL
-};
+static const char *const service_keys[] = {"cgroups",  "endpoints", "vip",   "protocol",
+					   "affinity", "mode",	    "drain", "outlier",
+					   "subsets",  NULL};
 KEYS_CHECK(service_keys, SVC_N);
 
-static void parse_service_lists(struct parser *ps, struct sm_service *svc,
-				yaml_node_t **v, struct at *at)
+static void parse_service_lists(struct parser *ps, struct sm_service *svc, yaml_node_t **v,
+				struct at *at)
 {
 	at->field = "cgroups";
-	parse_cgroups(ps, v[SVC_CGROUPS], at, &svc->cgroups,
-		      &svc->n_cgroups);
+	parse_cgroups(ps, v[SVC_CGROUPS], at, &svc->cgroups, &svc->n_cgroups);
 	at->field = "endpoints";
-	parse_endpoints(ps, v[SVC_ENDPOINTS], at, &svc->endpoints,
-			&svc->n_endpoints);
+	parse_endpoints(ps, v[SVC_ENDPOINTS], at, &svc->endpoints, &svc->n_endpoints);
 	at->field = "vip";
 	parse_endpoints(ps, v[SVC_VIP], at, &svc->vips, &svc->n_vips);
 }
 
-static void parse_service_options(struct parser *ps, struct sm_service *svc,
-				  yaml_node_t **v, struct at *at)
+static void parse_service_options(struct parser *ps, struct sm_service *svc, yaml_node_t **v,
+				  struct at *at)
 {
 	unsigned int x;
 
 	if (opt_enum(ps, v[SVC_PROTOCOL], at, "protocol", proto_names, &x))
 		svc->protocols = x + 1;
-	if (opt_enum(ps, v[SVC_AFFINITY], at, "affinity", affinity_names,
-		     &x))
+	if (opt_enum(ps, v[SVC_AFFINITY], at, "affinity", affinity_names, &x))
 		svc->affinity = x;
 	if (opt_enum(ps, v[SVC_MODE], at, "mode", mode_names, &x))
 		svc->mode = x;
@@ -1168,11 +1133,10 @@ static bool given(const yaml_node_t *n)
 	return n && !is_empty(n);
 }
 
-static void parse_service(struct parser *ps, struct sm_service *svc,
-			  yaml_node_t *map)
+static void parse_service(struct parser *ps, struct sm_service *svc, yaml_node_t *map)
 {
 	char where[WHERE_LEN];
-	struct at at = { .where = where };
+	struct at at = {.where = where};
 	yaml_node_t *v[SVC_N];
 
 	svc->protocols = SM_PROTO_TCP;
@@ -1184,10 +1148,9 @@ static void parse_service(struct parser *ps, struct sm_service *svc,
 	parse_service_lists(ps, svc, v, &at);
 	parse_service_options(ps, svc, v, &at);
 	parse_subsets(ps, svc, v[SVC_SUBSETS], &at);
-	if (!given(v[SVC_CGROUPS]) && !given(v[SVC_ENDPOINTS]) &&
-	    !given(v[SVC_VIP]) && !given(v[SVC_SUBSETS]))
-		report(ps, svc->loc,
-		       "service '%s' has no cgroups, endpoints, vip or subsets",
+	if (!given(v[SVC_CGROUPS]) && !given(v[SVC_ENDPOINTS]) && !given(v[SVC_VIP]) &&
+	    !given(v[SVC_SUBSETS]))
+		report(ps, svc->loc, "service '%s' has no cgroups, endpoints, vip or subsets",
 		       svc->name);
 }
 
@@ -1197,7 +1160,7 @@ static void add_service(struct parser *ps, const yaml_node_pair_t *pair)
 	struct sm_policy *p = ps->p;
 	const struct owner *prev;
 	struct sm_service *svc;
-	struct owner own = { 0 };
+	struct owner own = {0};
 	const char *name;
 
 	name = entry_name(ps, k, "service");
@@ -1205,8 +1168,7 @@ static void add_service(struct parser *ps, const yaml_node_pair_t *pair)
 		return;
 	prev = htab_find(&ps->names, name, strlen(name));
 	if (prev) {
-		report(ps, node_loc(k),
-		       "duplicate service '%.64s' (first at line %u)", name,
+		report(ps, node_loc(k), "duplicate service '%.64s' (first at line %u)", name,
 		       prev->loc.line);
 		return;
 	}
@@ -1222,7 +1184,7 @@ static void add_service(struct parser *ps, const yaml_node_pair_t *pair)
 
 static void parse_services(struct parser *ps, yaml_node_t *map)
 {
-	struct at at = { "services", "policy" };
+	struct at at = {"services", "policy"};
 	struct sm_policy *p = ps->p;
 	yaml_node_pair_t *pair;
 	char got[GOT_LEN];
@@ -1242,15 +1204,13 @@ static void parse_services(struct parser *ps, yaml_node_t *map)
 		ps->oom = true;
 		return;
 	}
-	for_each_pair(map, pair)
-		add_service(ps, pair);
+	for_each_pair(map, pair) add_service(ps, pair);
 }
 
 /* --- cross-checks between services --- */
 
-static const char *const kind_name[] = { "cgroup", "endpoint", "VIP" };
-static const char *const kind_role[] = { "a cgroup", "an endpoint",
-					 "the VIP" };
+static const char *const kind_name[] = {"cgroup", "endpoint", "VIP"};
+static const char *const kind_role[] = {"a cgroup", "an endpoint", "the VIP"};
 
 static bool loc_before(struct sm_loc a, struct sm_loc b)
 {
@@ -1258,8 +1218,7 @@ static bool loc_before(struct sm_loc a, struct sm_loc b)
 }
 
 /* Two owners claim one item: report at the later, naming the earlier. */
-static void clash(struct parser *ps, const char *item, const struct owner *a,
-		  const struct owner *b)
+static void clash(struct parser *ps, const char *item, const struct owner *a, const struct owner *b)
 {
 	char wa[WHERE_LEN], wb[WHERE_LEN];
 	const struct owner *t;
@@ -1272,16 +1231,15 @@ static void clash(struct parser *ps, const char *item, const struct owner *a,
 	owner_str(a, wa, sizeof(wa));
 	owner_str(b, wb, sizeof(wb));
 	if (a->svc == b->svc && a->sub == b->sub && a->kind == b->kind)
-		report(ps, a->loc, "duplicate %s '%s' in %s (first at line %u)",
-		       kind_name[a->kind], item, wa, b->loc.line);
+		report(ps, a->loc, "duplicate %s '%s' in %s (first at line %u)", kind_name[a->kind],
+		       item, wa, b->loc.line);
 	else
 		report(ps, a->loc, "%s '%s' in %s is already %s of %s (line %u)",
-		       kind_name[a->kind], item, wa, kind_role[b->kind], wb,
-		       b->loc.line);
+		       kind_name[a->kind], item, wa, kind_role[b->kind], wb, b->loc.line);
 }
 
-static void claim_cgroups(struct parser *ps, struct owner own,
-			  const struct sm_cgroup_ref *cg, size_t n)
+static void claim_cgroups(struct parser *ps, struct owner own, const struct sm_cgroup_ref *cg,
+			  size_t n)
 {
 	const struct owner *prev;
 	size_t i;
@@ -1289,12 +1247,10 @@ static void claim_cgroups(struct parser *ps, struct owner own,
 	own.kind = ITEM_CGROUP;
 	for (i = 0; i < n; i++) {
 		own.loc = cg[i].loc;
-		prev = htab_find(&ps->cgroups, cg[i].path,
-				 strlen(cg[i].path));
+		prev = htab_find(&ps->cgroups, cg[i].path, strlen(cg[i].path));
 		if (prev)
 			clash(ps, cg[i].path, &own, prev);
-		else if (htab_add(&ps->cgroups, cg[i].path,
-				  strlen(cg[i].path), &own))
+		else if (htab_add(&ps->cgroups, cg[i].path, strlen(cg[i].path), &own))
 			ps->oom = true;
 	}
 }
@@ -1304,23 +1260,20 @@ static void claim_cgroups(struct parser *ps, struct owner own,
  * address, port and protocol. A VIP is never a real host, so it clashes
  * with any endpoint or VIP at its address and port, whatever the protocol.
  */
-static const struct owner *dest_clash(const struct htab *t,
-				      const struct sm_sockaddr *sa,
+static const struct owner *dest_clash(const struct htab *t, const struct sm_sockaddr *sa,
 				      const struct owner *own)
 {
 	const struct owner *o;
 	size_t pos = 0;
 
 	while ((o = htab_next(t, sa, sizeof(*sa), &pos)))
-		if (o->kind == ITEM_VIP || own->kind == ITEM_VIP ||
-		    (o->protocols & own->protocols))
+		if (o->kind == ITEM_VIP || own->kind == ITEM_VIP || (o->protocols & own->protocols))
 			return o;
 	return NULL;
 }
 
-static void claim_dests(struct parser *ps, struct owner own,
-			enum item_kind kind, const struct sm_endpoint *ep,
-			size_t n)
+static void claim_dests(struct parser *ps, struct owner own, enum item_kind kind,
+			const struct sm_endpoint *ep, size_t n)
 {
 	const struct owner *prev;
 	char item[64];
@@ -1346,7 +1299,7 @@ static void claim_dests(struct parser *ps, struct owner own,
 
 static void claim_service(struct parser *ps, const struct sm_service *svc)
 {
-	struct owner own = { .svc = svc, .protocols = svc->protocols };
+	struct owner own = {.svc = svc, .protocols = svc->protocols};
 	const struct sm_subset *sub;
 	size_t i;
 
@@ -1357,15 +1310,13 @@ static void claim_service(struct parser *ps, const struct sm_service *svc)
 		sub = &svc->subsets[i];
 		own.sub = sub;
 		claim_cgroups(ps, own, sub->cgroups, sub->n_cgroups);
-		claim_dests(ps, own, ITEM_ENDPOINT, sub->endpoints,
-			    sub->n_endpoints);
+		claim_dests(ps, own, ITEM_ENDPOINT, sub->endpoints, sub->n_endpoints);
 	}
 }
 
 /* --- rules --- */
 
-static void add_name(struct parser *ps, const yaml_node_t *n,
-		     const struct at *at, bool dest,
+static void add_name(struct parser *ps, const yaml_node_t *n, const struct at *at, bool dest,
 		     char (*names)[SM_NAME_LEN], size_t *count)
 {
 	const char *s = get_str(ps, n, at, "a service name");
@@ -1382,11 +1333,10 @@ static void add_name(struct parser *ps, const yaml_node_t *n,
 }
 
 /* A name or a list of names: a rule's from or to. */
-static void parse_names(struct parser *ps, yaml_node_t *n,
-			const struct at *at, bool dest,
+static void parse_names(struct parser *ps, yaml_node_t *n, const struct at *at, bool dest,
 			char (**out)[SM_NAME_LEN], size_t *count)
 {
-	char (*names)[SM_NAME_LEN];
+	char(*names)[SM_NAME_LEN];
 	yaml_node_item_t *it;
 	yaml_node_t *item;
 	char got[GOT_LEN];
@@ -1414,8 +1364,7 @@ static void parse_names(struct parser *ps, yaml_node_t *n,
 	if (n->type == YAML_SCALAR_NODE)
 		add_name(ps, n, at, dest, names, count);
 	else
-		for_each_item(ps, n, it, item)
-			add_name(ps, item, at, dest, names, count);
+		for_each_item(ps, n, it, item) add_name(ps, item, at, dest, names, count);
 }
 
 /* "80" or "8000-8080" -> [lo, hi]; false if s is neither. */
@@ -1444,17 +1393,15 @@ static bool text_range(const char *s, unsigned int *lo, unsigned int *hi)
 	return true;
 }
 
-static bool port_range(struct parser *ps, const yaml_node_t *n,
-		       const struct at *at, unsigned int *lo,
-		       unsigned int *hi)
+static bool port_range(struct parser *ps, const yaml_node_t *n, const struct at *at,
+		       unsigned int *lo, unsigned int *hi)
 {
 	const char *s = get_str(ps, n, at, "a port or a range like 8000-8080");
 
 	if (!s)
 		return false;
 	if (!text_range(s, lo, hi)) {
-		bad(ps, n, at, "'%.40s' is not a port or a port range (ports are 1-65535)",
-		    s);
+		bad(ps, n, at, "'%.40s' is not a port or a port range (ports are 1-65535)", s);
 		return false;
 	}
 	if (*lo > *hi) {
@@ -1468,9 +1415,8 @@ static bool port_range(struct parser *ps, const yaml_node_t *n,
  * Ports are kept in the order written, ranges expanded. A port listed
  * twice is an error, which also bounds a rule at 65535 ports.
  */
-static void add_ports(struct parser *ps, const yaml_node_t *n,
-		      const struct at *at, struct sm_rule *r,
-		      unsigned int lo, unsigned int hi)
+static void add_ports(struct parser *ps, const yaml_node_t *n, const struct at *at,
+		      struct sm_rule *r, unsigned int lo, unsigned int hi)
 {
 	bool reported = false;
 	unsigned int port;
@@ -1495,15 +1441,13 @@ static size_t count_ports(struct parser *ps, yaml_node_t *seq)
 	yaml_node_t *n;
 	size_t total = 0;
 
-	for_each_item(ps, seq, it, n)
-		if (n->type == YAML_SCALAR_NODE && text_range(text(n), &lo, &hi) &&
-		    lo <= hi)
-			total += hi - lo + 1;
+	for_each_item(ps, seq, it, n) if (n->type == YAML_SCALAR_NODE &&
+					  text_range(text(n), &lo, &hi) && lo <= hi)
+		total += hi - lo + 1;
 	return total < 65535 ? total : 65535;
 }
 
-static void parse_ports(struct parser *ps, yaml_node_t *seq,
-			const struct at *at, struct sm_rule *r)
+static void parse_ports(struct parser *ps, yaml_node_t *seq, const struct at *at, struct sm_rule *r)
 {
 	yaml_node_item_t *it;
 	unsigned int lo, hi;
@@ -1525,41 +1469,39 @@ static void parse_ports(struct parser *ps, yaml_node_t *seq,
 			return;
 		}
 	}
-	for_each_item(ps, seq, it, n)
-		if (port_range(ps, n, at, &lo, &hi))
-			add_ports(ps, n, at, r, lo, hi);
+	for_each_item(ps, seq, it, n) if (port_range(ps, n, at, &lo, &hi))
+		add_ports(ps, n, at, r, lo, hi);
 	/* Every bit set belongs to this rule: clear whole words. */
 	for (i = 0; i < r->n_ports; i++)
 		ps->ports[r->ports[i] / 64] = 0;
 }
 
 enum { RULE_FROM, RULE_TO, RULE_PORTS, RULE_PROTOCOL, RULE_N };
-static const char *const rule_keys[] = { "from", "to", "ports", "protocol",
-					 NULL };
+static const char *const rule_keys[] = {"from", "to", "ports", "protocol", NULL};
 KEYS_CHECK(rule_keys, RULE_N);
 
 /* A protocol a destination does not speak would make the rule allow nothing. */
-static void check_rule_protocol(struct parser *ps, const yaml_node_t *n,
-				const struct at *at, const struct sm_rule *r)
+static void check_rule_protocol(struct parser *ps, const yaml_node_t *n, const struct at *at,
+				const struct sm_rule *r)
 {
-	static const char *const names[] = { "", "tcp", "udp", "tcp and udp" };
+	static const char *const names[] = {"", "tcp", "udp", "tcp and udp"};
 	const struct sm_service *s;
 	size_t i;
 
 	for (i = 0; i < r->n_to; i++) {
 		s = sm_policy_service(ps->p, r->to[i]);
 		if (s && !(s->protocols & r->protocols))
-			bad(ps, n, at, "service '%s' speaks %s only: this rule "
-			    "would allow nothing there", s->name,
-			    names[s->protocols & 3]);
+			bad(ps, n, at,
+			    "service '%s' speaks %s only: this rule "
+			    "would allow nothing there",
+			    s->name, names[s->protocols & 3]);
 	}
 }
 
-static void parse_rule(struct parser *ps, struct sm_rule *r, size_t idx,
-		       yaml_node_t *map)
+static void parse_rule(struct parser *ps, struct sm_rule *r, size_t idx, yaml_node_t *map)
 {
 	yaml_node_t *v[RULE_N];
-	struct at at = { 0 };
+	struct at at = {0};
 	char where[32];
 	unsigned int x;
 
@@ -1587,20 +1529,20 @@ static void parse_rule(struct parser *ps, struct sm_rule *r, size_t idx,
 
 static void parse_rules(struct parser *ps, yaml_node_t *seq)
 {
-	struct at at = { "rules", "policy" };
+	struct at at = {"rules", "policy"};
 	struct sm_policy *p = ps->p;
 	yaml_node_item_t *it;
 	yaml_node_t *n;
 
-	if (!seq || !expect_list(ps, seq, &at, "a list of rules") ||
-	    !seq_len(seq))
+	if (!seq || !expect_list(ps, seq, &at, "a list of rules") || !seq_len(seq))
 		return;
 	p->rules = calloc(seq_len(seq), sizeof(*p->rules));
 	if (!p->rules) {
 		ps->oom = true;
 		return;
 	}
-	for_each_item(ps, seq, it, n) {
+	for_each_item(ps, seq, it, n)
+	{
 		parse_rule(ps, &p->rules[p->n_rules], p->n_rules, n);
 		p->n_rules++;
 	}
@@ -1608,8 +1550,8 @@ static void parse_rules(struct parser *ps, yaml_node_t *seq)
 
 /* --- quotas --- */
 
-static bool quota_name(struct parser *ps, const yaml_node_t *n,
-		       const struct at *at, bool dest, char *out)
+static bool quota_name(struct parser *ps, const yaml_node_t *n, const struct at *at, bool dest,
+		       char *out)
 {
 	const char *s = get_str(ps, n, at, "a service name");
 	size_t slot;
@@ -1621,27 +1563,21 @@ static bool quota_name(struct parser *ps, const yaml_node_t *n,
 }
 
 enum { Q_FROM, Q_TO, Q_RATE, Q_BURST, Q_MAX, Q_N };
-static const char *const quota_keys[] = {
-	"from", "to", "connections_per_second", "burst", "max_concurrent",
-	NULL
-};
+static const char *const quota_keys[] = {"from",	   "to", "connections_per_second", "burst",
+					 "max_concurrent", NULL};
 KEYS_CHECK(quota_keys, Q_N);
 
-static void parse_limits(struct parser *ps, struct sm_quota *q,
-			 yaml_node_t **v, struct at *at)
+static void parse_limits(struct parser *ps, struct sm_quota *q, yaml_node_t **v, struct at *at)
 {
 	if (!v[Q_RATE] && !v[Q_MAX])
-		report(ps, q->loc,
-		       "%s sets neither connections_per_second nor max_concurrent",
+		report(ps, q->loc, "%s sets neither connections_per_second nor max_concurrent",
 		       at->where);
 	if (v[Q_BURST] && !v[Q_RATE]) {
 		at->field = "burst";
 		bad(ps, v[Q_BURST], at, "burst needs connections_per_second");
 	}
-	opt_uint(ps, v[Q_RATE], at, "connections_per_second", 1, MAX_RATE,
-		 &q->rate);
-	opt_uint(ps, v[Q_MAX], at, "max_concurrent", 1, UINT32_MAX,
-		 &q->max_concurrent);
+	opt_uint(ps, v[Q_RATE], at, "connections_per_second", 1, MAX_RATE, &q->rate);
+	opt_uint(ps, v[Q_MAX], at, "max_concurrent", 1, UINT32_MAX, &q->max_concurrent);
 	q->burst = q->rate;
 	opt_uint(ps, v[Q_BURST], at, "burst", 1, UINT32_MAX, &q->burst);
 }
@@ -1649,22 +1585,21 @@ static void parse_limits(struct parser *ps, struct sm_quota *q,
 /* One quota per (from, to) pair: a second could only contradict it. */
 static void claim_pair(struct parser *ps, const struct sm_quota *q)
 {
-	struct owner own = { .loc = q->loc };
+	struct owner own = {.loc = q->loc};
 	const struct owner *prev;
 
 	prev = htab_find(&ps->pairs, q->from, 2 * SM_NAME_LEN);
 	if (prev)
-		report(ps, q->loc, "second quota for %s -> %s (the first is at line %u)",
-		       q->from, q->to, prev->loc.line);
+		report(ps, q->loc, "second quota for %s -> %s (the first is at line %u)", q->from,
+		       q->to, prev->loc.line);
 	else if (htab_add(&ps->pairs, q->from, 2 * SM_NAME_LEN, &own))
 		ps->oom = true;
 }
 
-static void parse_quota(struct parser *ps, struct sm_quota *q, size_t idx,
-			yaml_node_t *map)
+static void parse_quota(struct parser *ps, struct sm_quota *q, size_t idx, yaml_node_t *map)
 {
 	yaml_node_t *v[Q_N];
-	struct at at = { 0 };
+	struct at at = {0};
 	char where[32];
 	bool names_ok;
 
@@ -1677,8 +1612,7 @@ static void parse_quota(struct parser *ps, struct sm_quota *q, size_t idx,
 	names_ok = require(ps, map, where, v[Q_FROM], "from") &&
 		   quota_name(ps, v[Q_FROM], &at, false, q->from);
 	at.field = "to";
-	if (!require(ps, map, where, v[Q_TO], "to") ||
-	    !quota_name(ps, v[Q_TO], &at, true, q->to))
+	if (!require(ps, map, where, v[Q_TO], "to") || !quota_name(ps, v[Q_TO], &at, true, q->to))
 		names_ok = false;
 	parse_limits(ps, q, v, &at);
 	if (names_ok)
@@ -1687,20 +1621,20 @@ static void parse_quota(struct parser *ps, struct sm_quota *q, size_t idx,
 
 static void parse_quotas(struct parser *ps, yaml_node_t *seq)
 {
-	struct at at = { "quotas", "policy" };
+	struct at at = {"quotas", "policy"};
 	struct sm_policy *p = ps->p;
 	yaml_node_item_t *it;
 	yaml_node_t *n;
 
-	if (!seq || !expect_list(ps, seq, &at, "a list of quotas") ||
-	    !seq_len(seq))
+	if (!seq || !expect_list(ps, seq, &at, "a list of quotas") || !seq_len(seq))
 		return;
 	p->quotas = calloc(seq_len(seq), sizeof(*p->quotas));
 	if (!p->quotas) {
 		ps->oom = true;
 		return;
 	}
-	for_each_item(ps, seq, it, n) {
+	for_each_item(ps, seq, it, n)
+	{
 		parse_quota(ps, &p->quotas[p->n_quotas], p->n_quotas, n);
 		p->n_quotas++;
 	}
@@ -1708,18 +1642,15 @@ static void parse_quotas(struct parser *ps, yaml_node_t *seq)
 
 /* --- the document --- */
 
-enum { TOP_API, TOP_NODE, TOP_DEFAULTS, TOP_SERVICES, TOP_RULES,
-       TOP_QUOTAS, TOP_N };
-static const char *const top_keys[] = {
-	"apiVersion", "node", "defaults", "services", "rules", "quotas", NULL
-};
+enum { TOP_API, TOP_NODE, TOP_DEFAULTS, TOP_SERVICES, TOP_RULES, TOP_QUOTAS, TOP_N };
+static const char *const top_keys[] = {"apiVersion", "node",   "defaults", "services",
+				       "rules",	     "quotas", NULL};
 KEYS_CHECK(top_keys, TOP_N);
 
 /* False when the file is for another schema: its content means nothing. */
-static bool check_api(struct parser *ps, const yaml_node_t *root,
-		      const yaml_node_t *n)
+static bool check_api(struct parser *ps, const yaml_node_t *root, const yaml_node_t *n)
 {
-	struct at at = { "apiVersion", "policy" };
+	struct at at = {"apiVersion", "policy"};
 	const char *s;
 
 	if (!n) {
@@ -1731,14 +1662,14 @@ static bool check_api(struct parser *ps, const yaml_node_t *root,
 	if (s && !strcmp(s, SM_POLICY_API_VERSION))
 		return true;
 	if (s)
-		bad(ps, n, &at, "unsupported version '%.40s' (this agent reads %s)",
-		    s, SM_POLICY_API_VERSION);
+		bad(ps, n, &at, "unsupported version '%.40s' (this agent reads %s)", s,
+		    SM_POLICY_API_VERSION);
 	return false;
 }
 
 static void parse_node_name(struct parser *ps, const yaml_node_t *n)
 {
-	struct at at = { "node", "policy" };
+	struct at at = {"node", "policy"};
 	char *node = ps->p->node;
 	size_t len = sizeof(ps->p->node);
 	const char *s;
@@ -1757,8 +1688,10 @@ static void parse_node_name(struct parser *ps, const yaml_node_t *n)
 	if (!*s || strlen(s) >= len ||
 	    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 		      "0123456789.-_") != strlen(s))
-		bad(ps, n, &at, "a node name has 1 to %zu letters, digits, "
-		    "'.', '-' or '_'", len - 1);
+		bad(ps, n, &at,
+		    "a node name has 1 to %zu letters, digits, "
+		    "'.', '-' or '_'",
+		    len - 1);
 	else
 		snprintf(node, len, "%s", s);
 }
@@ -1769,8 +1702,7 @@ static void parse_root(struct parser *ps, yaml_node_t *root)
 	yaml_node_t *v[TOP_N];
 	size_t i;
 
-	if (!collect(ps, root, "policy", top_keys, v) ||
-	    !check_api(ps, root, v[TOP_API]))
+	if (!collect(ps, root, "policy", top_keys, v) || !check_api(ps, root, v[TOP_API]))
 		return;
 	parse_node_name(ps, v[TOP_NODE]);
 	parse_defaults(ps, v[TOP_DEFAULTS]);
@@ -1817,7 +1749,7 @@ static int add_default_subset(struct sm_service *svc)
 
 static int build_index(struct sm_policy *p)
 {
-	struct owner own = { 0 };
+	struct owner own = {0};
 	size_t i;
 
 	p->index = calloc(1, sizeof(*p->index));
@@ -1825,8 +1757,7 @@ static int build_index(struct sm_policy *p)
 		return -ENOMEM;
 	for (i = 0; i < p->n_services; i++) {
 		own.svc = &p->services[i];
-		if (htab_add(&p->index->names, own.svc->name,
-			     strlen(own.svc->name), &own))
+		if (htab_add(&p->index->names, own.svc->name, strlen(own.svc->name), &own))
 			return -ENOMEM;
 	}
 	return 0;
@@ -1884,7 +1815,7 @@ out:
 /* Reader errors carry a byte offset rather than a mark. */
 static struct sm_loc offset_loc(const char *buf, size_t len, size_t off)
 {
-	struct sm_loc loc = { 1, 1 };
+	struct sm_loc loc = {1, 1};
 	size_t i;
 
 	for (i = 0; i < off && i < len; i++) {
@@ -1898,43 +1829,39 @@ static struct sm_loc offset_loc(const char *buf, size_t len, size_t off)
 	return loc;
 }
 
-static int yaml_error(struct parser *ps, const yaml_parser_t *yp,
-		      const char *buf, size_t len)
+static int yaml_error(struct parser *ps, const yaml_parser_t *yp, const char *buf, size_t len)
 {
 	const char *problem = yp->problem ? yp->problem : "unreadable";
-	struct sm_loc loc = { yp->problem_mark.line + 1,
-			      yp->problem_mark.column + 1 };
+	struct sm_loc loc = {yp->problem_mark.line + 1, yp->problem_mark.column + 1};
 
 	if (yp->error == YAML_MEMORY_ERROR)
 		return -ENOMEM;
 	if (yp->error == YAML_READER_ERROR)
 		loc = offset_loc(buf, len, yp->problem_offset);
 	if (yp->context)
-		report(ps, loc, "invalid YAML: %s (%s at line %zu, column %zu)",
-		       problem, yp->context, yp->context_mark.line + 1,
-		       yp->context_mark.column + 1);
+		report(ps, loc, "invalid YAML: %s (%s at line %zu, column %zu)", problem,
+		       yp->context, yp->context_mark.line + 1, yp->context_mark.column + 1);
 	else
 		report(ps, loc, "invalid YAML: %s", problem);
 	return -EINVAL;
 }
 
 /* One document, not empty; the loader has read the first one already. */
-static int check_document(struct parser *ps, yaml_parser_t *yp,
-			  yaml_document_t *doc, const char *buf, size_t len)
+static int check_document(struct parser *ps, yaml_parser_t *yp, yaml_document_t *doc,
+			  const char *buf, size_t len)
 {
 	yaml_node_t *root = yaml_document_get_root_node(doc);
 	yaml_document_t next;
 	int err = 0;
 
 	if (!root || is_null(root)) {
-		report(ps, (struct sm_loc){ 0, 0 }, "empty policy");
+		report(ps, (struct sm_loc){0, 0}, "empty policy");
 		return -EINVAL;
 	}
 	if (!yaml_parser_load(yp, &next))
 		return yaml_error(ps, yp, buf, len);
 	if (yaml_document_get_root_node(&next)) {
-		report(ps, (struct sm_loc){ next.start_mark.line + 1,
-					    next.start_mark.column + 1 },
+		report(ps, (struct sm_loc){next.start_mark.line + 1, next.start_mark.column + 1},
 		       "a policy is one YAML document, but a second one starts here");
 		err = -EINVAL;
 	}
@@ -1942,8 +1869,7 @@ static int check_document(struct parser *ps, yaml_parser_t *yp,
 	return err;
 }
 
-static int load_document(struct parser *ps, const char *buf, size_t len,
-			 yaml_document_t *doc)
+static int load_document(struct parser *ps, const char *buf, size_t len, yaml_document_t *doc)
 {
 	yaml_parser_t yp;
 	int err;
@@ -1967,10 +1893,10 @@ out:
  * diags must have been set up with sm_diags_init() (or zeroed); problems
  * are added after what it holds, and its file name becomes name.
  */
-int sm_policy_parse(const char *buf, size_t len, const char *name,
-		    struct sm_policy **out, struct sm_diags *diags)
+int sm_policy_parse(const char *buf, size_t len, const char *name, struct sm_policy **out,
+		    struct sm_diags *diags)
 {
-	struct parser ps = { .diags = diags };
+	struct parser ps = {.diags = diags};
 	size_t first = diags ? diags->n : 0;
 	yaml_document_t doc;
 	int err;
@@ -2027,8 +1953,7 @@ err_free:
 	return err;
 }
 
-int sm_policy_load(const char *path, struct sm_policy **out,
-		   struct sm_diags *diags)
+int sm_policy_load(const char *path, struct sm_policy **out, struct sm_diags *diags)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -2049,16 +1974,15 @@ int sm_policy_load(const char *path, struct sm_policy **out,
 err_report:
 	if (diags) {
 		snprintf(diags->file, sizeof(diags->file), "%s", path);
-		sm_diags_add(diags, (struct sm_loc){ 0, 0 },
-			     "cannot read the policy: %s", strerror(-err));
+		sm_diags_add(diags, (struct sm_loc){0, 0}, "cannot read the policy: %s",
+			     strerror(-err));
 	}
 	return err;
 }
 
 /* --- the parsed policy --- */
 
-const struct sm_service *sm_policy_service(const struct sm_policy *p,
-					   const char *name)
+const struct sm_service *sm_policy_service(const struct sm_policy *p, const char *name)
 {
 	const struct owner *o;
 	size_t i;
@@ -2091,8 +2015,7 @@ static void free_service(struct sm_service *svc)
 	free(svc->endpoints);
 	free(svc->vips);
 	for (i = 0; i < svc->n_subsets; i++) {
-		free_cgroups(svc->subsets[i].cgroups,
-			     svc->subsets[i].n_cgroups);
+		free_cgroups(svc->subsets[i].cgroups, svc->subsets[i].n_cgroups);
 		free(svc->subsets[i].endpoints);
 	}
 	free(svc->subsets);

@@ -18,7 +18,7 @@
 #include "sockmesh/abi.h"
 
 #define SM_POLICY_API_VERSION "sockmesh/v1"
-#define SM_WORLD_NAME "world"
+#define SM_WORLD_NAME	      "world"
 
 /* A place in the file; 1-based. */
 struct sm_loc {
@@ -28,7 +28,7 @@ struct sm_loc {
 
 /* Diagnostics: every problem found, each with its place. */
 struct sm_diag {
-	struct sm_loc loc;	/* line 0: about the file as a whole */
+	struct sm_loc loc; /* line 0: about the file as a whole */
 	char msg[256];
 };
 
@@ -41,7 +41,7 @@ struct sm_diags {
 
 /* An address with a port, as in "198.18.1.1:8080" or "[fd00::10]:9080". */
 struct sm_endpoint {
-	struct sm_sockaddr sa;	/* IPv4 as IPv4-mapped (abi.h) */
+	struct sm_sockaddr sa; /* IPv4 as IPv4-mapped (abi.h) */
 	bool v4;
 	struct sm_loc loc;
 };
@@ -53,7 +53,7 @@ struct sm_cgroup_ref {
 };
 
 struct sm_outlier {
-	uint32_t failures;	/* consecutive failed connects; 0: off */
+	uint32_t failures; /* consecutive failed connects; 0: off */
 	uint32_t eject_seconds;
 };
 
@@ -71,15 +71,15 @@ struct sm_service {
 	char name[SM_NAME_LEN];
 	struct sm_cgroup_ref *cgroups;
 	size_t n_cgroups;
-	struct sm_endpoint *endpoints;	/* the service's own, outside subsets */
+	struct sm_endpoint *endpoints; /* the service's own, outside subsets */
 	size_t n_endpoints;
 	struct sm_endpoint *vips;
 	size_t n_vips;
-	unsigned int protocols;		/* SM_PROTO_TCP | SM_PROTO_UDP */
-	uint8_t mode;			/* enum sm_mode, defaults applied */
-	uint8_t affinity;		/* enum sm_affinity */
-	uint8_t drain;			/* enum sm_drain */
-	struct sm_outlier outlier;	/* defaults applied */
+	unsigned int protocols;	   /* SM_PROTO_TCP | SM_PROTO_UDP */
+	uint8_t mode;		   /* enum sm_mode, defaults applied */
+	uint8_t affinity;	   /* enum sm_affinity */
+	uint8_t drain;		   /* enum sm_drain */
+	struct sm_outlier outlier; /* defaults applied */
 	/*
 	 * A service with a VIP and plain endpoints but no subsets gets one
 	 * subset named "default" of weight 1 holding those endpoints, so
@@ -98,31 +98,31 @@ struct sm_service {
  */
 
 struct sm_rule {
-	char (*from)[SM_NAME_LEN];	/* service names, or "world" */
+	char (*from)[SM_NAME_LEN]; /* service names, or "world" */
 	size_t n_from;
 	char (*to)[SM_NAME_LEN];
 	size_t n_to;
-	uint16_t *ports;		/* none: every port */
+	uint16_t *ports; /* none: every port */
 	size_t n_ports;
-	unsigned int protocols;		/* SM_PROTO_*; default both */
+	unsigned int protocols; /* SM_PROTO_*; default both */
 	struct sm_loc loc;
 };
 
 struct sm_quota {
-	char from[SM_NAME_LEN];		/* a service, or "world" */
+	char from[SM_NAME_LEN]; /* a service, or "world" */
 	char to[SM_NAME_LEN];
-	uint32_t rate;			/* connections_per_second; 0: none */
-	uint32_t burst;			/* default: rate */
-	uint32_t max_concurrent;	/* 0: none */
+	uint32_t rate;		 /* connections_per_second; 0: none */
+	uint32_t burst;		 /* default: rate */
+	uint32_t max_concurrent; /* 0: none */
 	struct sm_loc loc;
 };
 
 struct sm_policy_index;
 
 struct sm_policy {
-	char node[256];			/* defaults to the host name */
-	uint8_t default_mode;		/* enum sm_mode */
-	uint8_t egress;			/* enum sm_egress */
+	char node[256];	      /* defaults to the host name */
+	uint8_t default_mode; /* enum sm_mode */
+	uint8_t egress;	      /* enum sm_egress */
 	struct sm_outlier default_outlier;
 	struct sm_service *services;
 	size_t n_services;
@@ -142,15 +142,13 @@ struct sm_policy {
  * returns -EINVAL with every problem found in diags (file, line, column)
  * and *out untouched; a file that cannot be read gives -errno.
  */
-int sm_policy_load(const char *path, struct sm_policy **out,
-		   struct sm_diags *diags);
-int sm_policy_parse(const char *buf, size_t len, const char *name,
-		    struct sm_policy **out, struct sm_diags *diags);
+int sm_policy_load(const char *path, struct sm_policy **out, struct sm_diags *diags);
+int sm_policy_parse(const char *buf, size_t len, const char *name, struct sm_policy **out,
+		    struct sm_diags *diags);
 void sm_policy_free(struct sm_policy *p);
 
 /* Lookups by name; NULL when absent. */
-const struct sm_service *sm_policy_service(const struct sm_policy *p,
-					   const char *name);
+const struct sm_service *sm_policy_service(const struct sm_policy *p, const char *name);
 
 void sm_diags_init(struct sm_diags *d, const char *file);
 void sm_diags_add(struct sm_diags *d, struct sm_loc loc, const char *fmt, ...)

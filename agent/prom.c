@@ -23,13 +23,13 @@ struct sm_prom_family {
 	struct sm_prom *w;
 	char *name;
 	enum sm_prom_type type;
-	struct prom_buf text;	/* # HELP, # TYPE, then the samples */
+	struct prom_buf text; /* # HELP, # TYPE, then the samples */
 };
 
 struct sm_prom {
 	struct sm_prom_family *head;
 	struct sm_prom_family **tail;
-	int err;		/* the first error of any call */
+	int err; /* the first error of any call */
 };
 
 static const char *const type_names[] = {
@@ -168,8 +168,8 @@ static bool valid_name(const char *s, bool colon)
 }
 
 /* Label names are distinct, valid, not reserved ("__") and not "le" here. */
-static bool valid_labels(const struct sm_prom_family *f,
-			 const struct sm_prom_label *labels, size_t n)
+static bool valid_labels(const struct sm_prom_family *f, const struct sm_prom_label *labels,
+			 size_t n)
 {
 	size_t i, j;
 
@@ -264,14 +264,13 @@ err_free_family:
 	return NULL;
 }
 
-struct sm_prom_family *sm_prom_family(struct sm_prom *w, const char *name,
-				      enum sm_prom_type type, const char *help)
+struct sm_prom_family *sm_prom_family(struct sm_prom *w, const char *name, enum sm_prom_type type,
+				      const char *help)
 {
 	struct sm_prom_family *f;
 	int err = -EINVAL;
 
-	if (!valid_name(name, true) || !help || !*help ||
-	    (unsigned int)type > SM_PROM_HISTOGRAM)
+	if (!valid_name(name, true) || !help || !*help || (unsigned int)type > SM_PROM_HISTOGRAM)
 		goto err;
 
 	f = family_find(w, name);
@@ -322,8 +321,8 @@ static void put_sample(struct prom_buf *b, const char *name, const char *suffix,
 	buf_puts(b, "\n");
 }
 
-static int add_scalar(struct sm_prom_family *f, const struct sm_prom_label *labels,
-		      size_t n, const char *value)
+static int add_scalar(struct sm_prom_family *f, const struct sm_prom_label *labels, size_t n,
+		      const char *value)
 {
 	if (!f)
 		return -EINVAL;
@@ -333,8 +332,8 @@ static int add_scalar(struct sm_prom_family *f, const struct sm_prom_label *labe
 	return record(f->w, f->text.err);
 }
 
-int sm_prom_u64(struct sm_prom_family *f, const struct sm_prom_label *labels,
-		size_t n_labels, uint64_t value)
+int sm_prom_u64(struct sm_prom_family *f, const struct sm_prom_label *labels, size_t n_labels,
+		uint64_t value)
 {
 	char buf[24];
 
@@ -342,8 +341,8 @@ int sm_prom_u64(struct sm_prom_family *f, const struct sm_prom_label *labels,
 	return add_scalar(f, labels, n_labels, buf);
 }
 
-int sm_prom_double(struct sm_prom_family *f, const struct sm_prom_label *labels,
-		   size_t n_labels, double value)
+int sm_prom_double(struct sm_prom_family *f, const struct sm_prom_label *labels, size_t n_labels,
+		   double value)
 {
 	char buf[SM_PROM_DOUBLE_LEN];
 
@@ -361,16 +360,14 @@ static bool valid_hist(const struct sm_prom_hist *h)
 	for (i = 0; i < h->n; i++) {
 		if (!isfinite(h->bounds[i]) || h->counts[i] > h->count)
 			return false;
-		if (i && (h->bounds[i] <= h->bounds[i - 1] ||
-			  h->counts[i] < h->counts[i - 1]))
+		if (i && (h->bounds[i] <= h->bounds[i - 1] || h->counts[i] < h->counts[i - 1]))
 			return false;
 	}
 	return true;
 }
 
 static void put_bucket(struct prom_buf *b, const struct sm_prom_family *f,
-		       const struct sm_prom_label *labels, size_t n,
-		       const char *le, uint64_t count)
+		       const struct sm_prom_label *labels, size_t n, const char *le, uint64_t count)
 {
 	char buf[24];
 
@@ -381,16 +378,15 @@ static void put_bucket(struct prom_buf *b, const struct sm_prom_family *f,
 	buf_puts(b, buf);
 }
 
-int sm_prom_histogram(struct sm_prom_family *f, const struct sm_prom_label *labels,
-		      size_t n_labels, const struct sm_prom_hist *h)
+int sm_prom_histogram(struct sm_prom_family *f, const struct sm_prom_label *labels, size_t n_labels,
+		      const struct sm_prom_hist *h)
 {
 	char num[SM_PROM_DOUBLE_LEN];
 	size_t i;
 
 	if (!f)
 		return -EINVAL;
-	if (f->type != SM_PROM_HISTOGRAM || !valid_labels(f, labels, n_labels) ||
-	    !valid_hist(h))
+	if (f->type != SM_PROM_HISTOGRAM || !valid_labels(f, labels, n_labels) || !valid_hist(h))
 		return record(f->w, -EINVAL);
 
 	for (i = 0; i < h->n; i++) {

@@ -41,18 +41,18 @@ enum sm_prom_type {
 };
 
 struct sm_prom_label {
-	const char *name;	/* [a-zA-Z_][a-zA-Z0-9_]*, not starting "__" */
-	const char *value;	/* any string */
+	const char *name;  /* [a-zA-Z_][a-zA-Z0-9_]*, not starting "__" */
+	const char *value; /* any string */
 };
 
 /*
  * A label list and its length from a brace list of pairs, for the sample
  * functions below: sm_prom_u64(f, SM_PROM_LABELS({"src", s}, {"dst", d}), n).
  */
-#define SM_PROM_LABELS(...)						\
-	((const struct sm_prom_label[]){ __VA_ARGS__ }),		\
-	(sizeof((const struct sm_prom_label[]){ __VA_ARGS__ }) /	\
-	 sizeof(struct sm_prom_label))
+#define SM_PROM_LABELS(...)                                            \
+	((const struct sm_prom_label[]){__VA_ARGS__}),                 \
+		(sizeof((const struct sm_prom_label[]){__VA_ARGS__}) / \
+		 sizeof(struct sm_prom_label))
 
 /*
  * Cumulative histogram buckets: counts[i] observations were <= bounds[i].
@@ -81,21 +81,21 @@ void sm_prom_free(struct sm_prom *w);
  * for a bad name or help or a type other than the open family's; ENOMEM.
  * The handle lives as long as the writer.
  */
-struct sm_prom_family *sm_prom_family(struct sm_prom *w, const char *name,
-				      enum sm_prom_type type, const char *help);
+struct sm_prom_family *sm_prom_family(struct sm_prom *w, const char *name, enum sm_prom_type type,
+				      const char *help);
 
 /* One sample of a counter or gauge. labels may be NULL when n_labels is 0. */
-int sm_prom_u64(struct sm_prom_family *f, const struct sm_prom_label *labels,
-		size_t n_labels, uint64_t value);
-int sm_prom_double(struct sm_prom_family *f, const struct sm_prom_label *labels,
-		   size_t n_labels, double value);
+int sm_prom_u64(struct sm_prom_family *f, const struct sm_prom_label *labels, size_t n_labels,
+		uint64_t value);
+int sm_prom_double(struct sm_prom_family *f, const struct sm_prom_label *labels, size_t n_labels,
+		   double value);
 
 /*
  * One histogram series: name_bucket{...,le="..."} for each bound and for
  * "+Inf", then name_sum and name_count, all with the given labels.
  */
-int sm_prom_histogram(struct sm_prom_family *f, const struct sm_prom_label *labels,
-		      size_t n_labels, const struct sm_prom_hist *h);
+int sm_prom_histogram(struct sm_prom_family *f, const struct sm_prom_label *labels, size_t n_labels,
+		      const struct sm_prom_hist *h);
 
 /*
  * The whole exposition so far as one malloc'd, NUL-terminated string that

@@ -18,8 +18,8 @@
 static int hook_effective(int cgroup_fd, int attach_type, __u32 prog_id)
 {
 	__u32 ids[MAX_PROGS];
-	LIBBPF_OPTS(bpf_prog_query_opts, q, .query_flags = BPF_F_QUERY_EFFECTIVE,
-		    .prog_ids = ids, .prog_cnt = MAX_PROGS);
+	LIBBPF_OPTS(bpf_prog_query_opts, q, .query_flags = BPF_F_QUERY_EFFECTIVE, .prog_ids = ids,
+		    .prog_cnt = MAX_PROGS);
 	__u32 i;
 
 	if (bpf_prog_query_opts(cgroup_fd, attach_type, &q))
@@ -44,8 +44,8 @@ void sm_selfcheck(struct sm_agent *a)
 		all &= ok[i];
 		if (!ok[i] && a->hook_ok[i])
 			pr_warn("hook %s: program %s (id %u) is no longer "
-				"attached to %s\n", h->label, h->prog,
-				h->prog_id, a->cg_abs);
+				"attached to %s\n",
+				h->label, h->prog, h->prog_id, a->cg_abs);
 	}
 	pthread_mutex_lock(&a->lock);
 	memcpy(a->hook_ok, ok, sizeof(ok));

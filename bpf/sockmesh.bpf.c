@@ -38,8 +38,7 @@ static __always_inline int sm_reject(int err)
 SEC("cgroup/sock_create")
 int sm_sock_create(struct bpf_sock *sk)
 {
-	struct sm_cgroup_val id = { .svc = SM_SVC_WORLD,
-				    .subset = SM_SUBSET_NONE };
+	struct sm_cgroup_val id = {.svc = SM_SVC_WORLD, .subset = SM_SUBSET_NONE};
 	struct sm_sk *s;
 
 	if (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_UDP)
@@ -64,8 +63,7 @@ int sm_sock_release(struct bpf_sock *sk)
 {
 	struct sm_sk *s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
 
-	if (s && (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) &
-		  SM_SK_QUOTA_HELD))
+	if (s && (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) & SM_SK_QUOTA_HELD))
 		quota_release(s->svc, s->dst_svc);
 	return SM_PROCEED;
 }

@@ -47,7 +47,7 @@ static struct {
 	const char *service;
 	const char *verdict;
 	bool follow;
-} g = { .bpffs = SM_DEFAULT_BPFFS, .cgroup = "/", .flow_log = DEFAULT_FLOW_LOG };
+} g = {.bpffs = SM_DEFAULT_BPFFS, .cgroup = "/", .flow_log = DEFAULT_FLOW_LOG};
 
 /* bpftool's habit: "Error: ..." on stderr, or an error object in JSON. */
 __attribute__((format(printf, 1, 2))) static void p_err(const char *fmt, ...)
@@ -63,7 +63,7 @@ __attribute__((format(printf, 1, 2))) static void p_err(const char *fmt, ...)
 
 		json_object_object_add(o, "error", json_object_new_string(msg));
 		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-							  JSON_C_TO_STRING_NOSLASHESCAPE));
+							       JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(o);
 	} else {
 		fprintf(stderr, "Error: %s\n", msg);
@@ -72,8 +72,7 @@ __attribute__((format(printf, 1, 2))) static void p_err(const char *fmt, ...)
 
 static void print_json(struct json_object *o)
 {
-	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-						       JSON_C_TO_STRING_SPACED |
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
 						       JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
@@ -84,7 +83,8 @@ static int open_map(const char *name)
 
 	if (fd == -ENOENT)
 		p_err("no sockmesh state under %s (is the agent installed? "
-		      "see --bpffs)", g.bpffs);
+		      "see --bpffs)",
+		      g.bpffs);
 	else if (fd < 0)
 		p_err("map %s under %s: %s", name, g.bpffs, strerror(-fd));
 	return fd;
@@ -127,14 +127,14 @@ static int load_names(struct sm_names *n)
 
 /* ---- check ---- */
 
-static void check_within(struct sm_diags *d, const struct sm_cgroup_ref *cg,
-			 size_t n)
+static void check_within(struct sm_diags *d, const struct sm_cgroup_ref *cg, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++)
 		if (!sm_cgroup_within(g.cgroup, cg[i].path))
-			sm_diags_add(d, cg[i].loc, "cgroup '%s' is outside the "
+			sm_diags_add(d, cg[i].loc,
+				     "cgroup '%s' is outside the "
 				     "managed cgroup '%s' (--cgroup)",
 				     cg[i].path, g.cgroup);
 }
@@ -158,8 +158,7 @@ static int do_check(int argc, char **argv)
 
 		check_within(&d, s->cgroups, s->n_cgroups);
 		for (j = 0; j < s->n_subsets; j++)
-			check_within(&d, s->subsets[j].cgroups,
-				     s->subsets[j].n_cgroups);
+			check_within(&d, s->subsets[j].cgroups, s->subsets[j].n_cgroups);
 	}
 	if (!err && d.n)
 		err = -EINVAL;
@@ -174,12 +173,9 @@ static int do_check(int argc, char **argv)
 		json_object_object_add(o, "ok", json_object_new_boolean(!err));
 		json_object_object_add(o, "errors", errs);
 		if (!err) {
-			json_object_object_add(o, "services",
-					       json_object_new_int64(p->n_services));
-			json_object_object_add(o, "rules",
-					       json_object_new_int64(p->n_rules));
-			json_object_object_add(o, "quotas",
-					       json_object_new_int64(p->n_quotas));
+			json_object_object_add(o, "services", json_object_new_int64(p->n_services));
+			json_object_object_add(o, "rules", json_object_new_int64(p->n_rules));
+			json_object_object_add(o, "quotas", json_object_new_int64(p->n_quotas));
 		}
 		print_json(o);
 		json_object_put(o);
@@ -188,8 +184,8 @@ static int do_check(int argc, char **argv)
 		if (!d.n)
 			fprintf(stderr, "%s: error: %s\n", argv[0], strerror(-err));
 	} else {
-		printf("%s: ok (services: %zu, rules: %zu, quotas: %zu)\n",
-		       argv[0], p->n_services, p->n_rules, p->n_quotas);
+		printf("%s: ok (services: %zu, rules: %zu, quotas: %zu)\n", argv[0], p->n_services,
+		       p->n_rules, p->n_quotas);
 	}
 	sm_policy_free(p);
 	sm_diags_free(&d);
@@ -216,10 +212,9 @@ static long map_count(const char *name, uint32_t *max)
 }
 
 static const char *const status_maps[] = {
-	SM_STR(SM_MAP_CGROUP), SM_STR(SM_MAP_DEST), SM_STR(SM_MAP_SVC),
-	SM_STR(SM_MAP_BACKEND), SM_STR(SM_MAP_RULE), SM_STR(SM_MAP_QCFG),
-	SM_STR(SM_MAP_QSTATE), SM_STR(SM_MAP_PAIR), SM_STR(SM_MAP_CANARY),
-	SM_STR(SM_MAP_NAMES),
+	SM_STR(SM_MAP_CGROUP), SM_STR(SM_MAP_DEST),  SM_STR(SM_MAP_SVC),    SM_STR(SM_MAP_BACKEND),
+	SM_STR(SM_MAP_RULE),   SM_STR(SM_MAP_QCFG),  SM_STR(SM_MAP_QSTATE), SM_STR(SM_MAP_PAIR),
+	SM_STR(SM_MAP_CANARY), SM_STR(SM_MAP_NAMES),
 };
 
 static int read_stats(uint64_t *out)
@@ -249,10 +244,9 @@ static struct json_object *links_json(int *attached, int *total)
 {
 	struct json_object *arr = json_object_new_array();
 	static const char *const progs[] = {
-		"sm_sock_create", "sm_sock_release", "sm_connect4",
-		"sm_connect6", "sm_sendmsg4", "sm_sendmsg6", "sm_recvmsg4",
-		"sm_recvmsg6", "sm_getpeer4", "sm_getpeer6", "sm_sockops",
-		"sm_getsockopt", "sm_ingress",
+		"sm_sock_create", "sm_sock_release", "sm_connect4", "sm_connect6", "sm_sendmsg4",
+		"sm_sendmsg6",	  "sm_recvmsg4",     "sm_recvmsg6", "sm_getpeer4", "sm_getpeer6",
+		"sm_sockops",	  "sm_getsockopt",   "sm_ingress",
 	};
 	char path[PATH_MAX];
 	size_t i;
@@ -272,8 +266,7 @@ static struct json_object *links_json(int *attached, int *total)
 		o = json_object_new_object();
 		json_object_object_add(o, "program", json_object_new_string(progs[i]));
 		if (!bpf_obj_get_info_by_fd(fd, &info, &len)) {
-			json_object_object_add(o, "prog_id",
-					       json_object_new_int64(info.prog_id));
+			json_object_object_add(o, "prog_id", json_object_new_int64(info.prog_id));
 			json_object_object_add(o, "cgroup_id",
 					       json_object_new_int64(info.cgroup.cgroup_id));
 			if (info.cgroup.cgroup_id)
@@ -389,14 +382,13 @@ static struct json_object *canary_json(void)
 		sm_names_get(&names, rows[i].key.svc, name, sizeof(name));
 		svc = json_object_new_object();
 		subs = json_object_new_object();
-		json_object_object_add(svc, "connections",
-				       json_object_new_int64((int64_t)total));
+		json_object_object_add(svc, "connections", json_object_new_int64((int64_t)total));
 		json_object_object_add(svc, "subsets", subs);
 		json_object_object_add(o, name, svc);
 		for (j = i; j < n && rows[j].key.svc == rows[i].key.svc; j++) {
 			r = &rows[j];
-			sm_names_get_subset(&names, r->key.svc, (uint8_t)r->key.subset,
-					    sub, sizeof(sub));
+			sm_names_get_subset(&names, r->key.svc, (uint8_t)r->key.subset, sub,
+					    sizeof(sub));
 			if (!sub[0])
 				snprintf(sub, sizeof(sub), "subset-%u", r->key.subset);
 			json_object_object_add(subs, sub, canary_subset(r->n, total));
@@ -420,12 +412,12 @@ static void canary_print(struct json_object *canary)
 	if (!json_object_object_length(canary))
 		return;
 	printf("  canary split (connections through each VIP):\n");
-	json_object_object_foreachC(canary, si) {
+	json_object_object_foreachC(canary, si)
+	{
 		printf("    %s: %" PRId64 "\n", si.key, json_int(si.val, "connections"));
-		json_object_object_foreachC(json_object_object_get(si.val, "subsets"),
-					    ui) {
-			share = json_object_get_double(json_object_object_get(ui.val,
-									      "share"));
+		json_object_object_foreachC(json_object_object_get(si.val, "subsets"), ui)
+		{
+			share = json_object_get_double(json_object_object_get(ui.val, "share"));
 			printf("      %-16s %10" PRId64 "  %6.2f%%\n", ui.key,
 			       json_int(ui.val, "connections"), 100 * share);
 		}
@@ -485,10 +477,10 @@ static int do_status(int argc, char **argv)
 		printf("sockmesh state under %s\n", g.bpffs);
 		printf("  policy generation %" PRIu64 " (slot %u, schema %u)\n",
 		       (uint64_t)act.generation, act.slot, act.schema);
-		printf("  programs attached: %d of %d pinned links\n", attached,
-		       total);
+		printf("  programs attached: %d of %d pinned links\n", attached, total);
 		printf("  maps (entries / capacity; policy maps hold two slots):\n");
-		json_object_object_foreachC(maps, it) {
+		json_object_object_foreachC(maps, it)
+		{
 			struct json_object *m = it.val;
 
 			printf("    %-14s %6" PRId64 " / %" PRId64 "\n", it.key,
@@ -505,6 +497,19 @@ static int do_status(int argc, char **argv)
 }
 
 /* ---- services and policy: what the active slot holds ---- */
+
+/* For a verb that takes no argument: the slot in force and the names. */
+static int in_force(const char *verb, int argc, struct sm_active *act, struct sm_names *names)
+{
+	int err;
+
+	if (argc) {
+		p_err("usage: sockmesh %s", verb);
+		return -EINVAL;
+	}
+	err = read_active(act);
+	return err ?: load_names(names);
+}
 
 struct slot_walk {
 	int (*in_slot)(const void *key, uint32_t slot);
@@ -523,12 +528,10 @@ static int slot_one(const void *key, void *value, void *ctx)
 }
 
 /* Call fn for every entry of a pinned map whose key is in slot `slot`. */
-static int map_walk(const char *name,
-		    int (*in_slot)(const void *key, uint32_t slot), uint32_t slot,
-		    void (*fn)(const void *key, const void *val, void *ctx),
-		    void *ctx)
+static int map_walk(const char *name, int (*in_slot)(const void *key, uint32_t slot), uint32_t slot,
+		    void (*fn)(const void *key, const void *val, void *ctx), void *ctx)
 {
-	struct slot_walk w = { in_slot, slot, fn, ctx };
+	struct slot_walk w = {in_slot, slot, fn, ctx};
 	int fd, err;
 
 	fd = open_map(name);
@@ -556,7 +559,7 @@ static int rule_in_slot(const void *key, uint32_t slot)
 
 struct svc_ctx {
 	struct sm_names *names;
-	struct json_object *svcs;	/* name -> object */
+	struct json_object *svcs; /* name -> object */
 	char cg_mount[PATH_MAX];
 };
 
@@ -583,8 +586,7 @@ static void add_str(struct json_object *o, const char *field, const char *s)
 	size_t i;
 
 	for (i = 0; i < json_object_array_length(arr); i++)
-		if (!strcmp(json_object_get_string(json_object_array_get_idx(arr, i)),
-			    s))
+		if (!strcmp(json_object_get_string(json_object_array_get_idx(arr, i)), s))
 			return;
 	json_object_array_add(arr, json_object_new_string(s));
 }
@@ -593,19 +595,17 @@ static void svc_dest(const void *key, const void *val, void *ctx)
 {
 	const struct sm_dest_key *k = key;
 	const struct sm_dest_val *v = val;
-	struct sm_sockaddr sa = { .addr = k->addr, .port = k->port };
+	struct sm_sockaddr sa = {.addr = k->addr, .port = k->port};
 	char buf[96], addr[80];
 
 	if (v->kind == SM_DEST_HOST)
 		return;
 	sm_sockaddr_str(&sa, addr, sizeof(addr));
-	snprintf(buf, sizeof(buf), "%s/%s", addr,
-		 k->proto == IPPROTO_UDP ? "udp" : "tcp");
-	add_str(svc_obj(ctx, v->svc),
-		v->kind == SM_DEST_VIP ? "vips" : "endpoints", buf);
-	json_object_object_add(svc_obj(ctx, v->svc), "mode",
-			       json_object_new_string(v->mode == SM_MODE_AUDIT ?
-							      "audit" : "enforce"));
+	snprintf(buf, sizeof(buf), "%s/%s", addr, k->proto == IPPROTO_UDP ? "udp" : "tcp");
+	add_str(svc_obj(ctx, v->svc), v->kind == SM_DEST_VIP ? "vips" : "endpoints", buf);
+	json_object_object_add(
+		svc_obj(ctx, v->svc), "mode",
+		json_object_new_string(v->mode == SM_MODE_AUDIT ? "audit" : "enforce"));
 }
 
 static void svc_cgroup(const void *key, const void *val, void *ctx)
@@ -615,10 +615,8 @@ static void svc_cgroup(const void *key, const void *val, void *ctx)
 	struct svc_ctx *c = ctx;
 	char path[PATH_MAX];
 
-	if (sm_cgroup_path_of(c->cg_mount, k->cgid, path, sizeof(path)) ||
-	    !path[0])
-		snprintf(path, sizeof(path), "cgroup-id:%llu",
-			 (unsigned long long)k->cgid);
+	if (sm_cgroup_path_of(c->cg_mount, k->cgid, path, sizeof(path)) || !path[0])
+		snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)k->cgid);
 	add_str(svc_obj(c, v->svc), "cgroups", path);
 }
 
@@ -632,27 +630,22 @@ static int do_services(int argc, char **argv)
 	int err;
 
 	(void)argv;
-	if (argc) {
-		p_err("usage: sockmesh services");
-		return -EINVAL;
-	}
-	err = read_active(&act);
-	if (!err)
-		err = load_names(&names);
+	err = in_force("services", argc, &act, &names);
 	if (err)
 		return err;
 	sm_cgroup_mount(c.cg_mount, sizeof(c.cg_mount));
 	c.names = &names;
 	c.svcs = json_object_new_object();
 	map_walk(SM_STR(SM_MAP_DEST), dest_in_slot, act.slot, svc_dest, &c);
-	map_walk(SM_STR(SM_MAP_CGROUP), cgroup_in_slot, act.slot,
-		 svc_cgroup, &c);
+	map_walk(SM_STR(SM_MAP_CGROUP), cgroup_in_slot, act.slot, svc_cgroup, &c);
 	if (g.json) {
 		print_json(c.svcs);
 	} else {
-		json_object_object_foreachC(c.svcs, si) {
+		json_object_object_foreachC(c.svcs, si)
+		{
 			printf("%s\n", si.key);
-			json_object_object_foreachC(si.val, fi) {
+			json_object_object_foreachC(si.val, fi)
+			{
 				if (json_object_get_type(fi.val) != json_type_array)
 					continue;
 				for (i = 0; i < json_object_array_length(fi.val); i++)
@@ -669,7 +662,7 @@ static int do_services(int argc, char **argv)
 
 struct rule_ctx {
 	struct sm_names *names;
-	struct json_object *rules;	/* array */
+	struct json_object *rules; /* array */
 };
 
 static void rule_one(const void *key, const void *val, void *ctx)
@@ -689,10 +682,9 @@ static void rule_one(const void *key, const void *val, void *ctx)
 	json_object_object_add(o, "rule", json_object_new_int64(v->index));
 	json_object_object_add(o, "from", json_object_new_string(src));
 	json_object_object_add(o, "to", json_object_new_string(dst));
-	json_object_object_add(o, "port", k->port ?
-				       json_object_new_int(ntohs(k->port)) : NULL);
-	json_object_object_add(o, "protocol", json_object_new_string(
-				       k->proto == IPPROTO_UDP ? "udp" : "tcp"));
+	json_object_object_add(o, "port", k->port ? json_object_new_int(ntohs(k->port)) : NULL);
+	json_object_object_add(o, "protocol",
+			       json_object_new_string(k->proto == IPPROTO_UDP ? "udp" : "tcp"));
 	json_object_array_add(c->rules, o);
 }
 
@@ -717,13 +709,7 @@ static int do_policy(int argc, char **argv)
 	int err;
 
 	(void)argv;
-	if (argc) {
-		p_err("usage: sockmesh policy");
-		return -EINVAL;
-	}
-	err = read_active(&act);
-	if (!err)
-		err = load_names(&names);
+	err = in_force("policy", argc, &act, &names);
 	if (err)
 		return err;
 	c.names = &names;
@@ -794,7 +780,7 @@ static void flow_print(struct json_object *o)
 {
 	if (g.json) {
 		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-							  JSON_C_TO_STRING_NOSLASHESCAPE));
+							       JSON_C_TO_STRING_NOSLASHESCAPE));
 		return;
 	}
 	printf("%s %-7s %-6s %s -> %s %s %s -> %s %s",
@@ -844,7 +830,7 @@ static long flow_scan(const char *path, long from, const struct flow_filter *f)
 
 static int do_flows(int argc, char **argv)
 {
-	struct flow_filter f = { g.trace, g.service, g.verdict };
+	struct flow_filter f = {g.trace, g.service, g.verdict};
 	bool follow = g.follow;
 	char path[PATH_MAX];
 	struct stat st;
@@ -857,21 +843,20 @@ static int do_flows(int argc, char **argv)
 		      "[--service NAME] [--verdict V]");
 		return -EINVAL;
 	}
-	if (f.verdict && strcmp(f.verdict, "allowed") &&
-	    strcmp(f.verdict, "denied") && strcmp(f.verdict, "audit") &&
-	    strcmp(f.verdict, "no_backend") && strcmp(f.verdict, "quota")) {
+	if (f.verdict && strcmp(f.verdict, "allowed") && strcmp(f.verdict, "denied") &&
+	    strcmp(f.verdict, "audit") && strcmp(f.verdict, "no_backend") &&
+	    strcmp(f.verdict, "quota")) {
 		p_err("--verdict: '%s' is not one of allowed, denied, audit, "
-		      "no_backend, quota", f.verdict);
+		      "no_backend, quota",
+		      f.verdict);
 		return -EINVAL;
 	}
-	if (f.trace && (strlen(f.trace) != 32 ||
-			strspn(f.trace, "0123456789abcdefABCDEF") != 32)) {
+	if (f.trace && (strlen(f.trace) != 32 || strspn(f.trace, "0123456789abcdefABCDEF") != 32)) {
 		p_err("--trace: '%s' is not a trace id (32 hex digits)", f.trace);
 		return -EINVAL;
 	}
 	if (stat(g.flow_log, &st)) {
-		p_err("flow log %s: %s (see --flow-log)", g.flow_log,
-		      strerror(errno));
+		p_err("flow log %s: %s (see --flow-log)", g.flow_log, strerror(errno));
 		return -errno;
 	}
 	/* Oldest rotated file first, so records come in time order. */
@@ -881,11 +866,11 @@ static int do_flows(int argc, char **argv)
 	}
 	pos = flow_scan(g.flow_log, 0, &f);
 	while (follow) {
-		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		struct timespec ts = {0, 200 * 1000 * 1000};
 
 		nanosleep(&ts, NULL);
 		if (!stat(g.flow_log, &st) && st.st_size < pos)
-			pos = 0;	/* rotated: start the new file */
+			pos = 0; /* rotated: start the new file */
 		pos = flow_scan(g.flow_log, pos, &f);
 	}
 	return 0;
@@ -925,13 +910,13 @@ static int steal_fd(const char *pid_s, const char *fd_s)
 /* One of the socket's own addresses ("" when it has none). */
 static struct json_object *sock_addr_json(int fd, int peer)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {};
 	socklen_t len = sizeof(ss);
 	struct sm_sockaddr sa = {};
 	char buf[80];
 
-	if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &len) :
-		    getsockname(fd, (struct sockaddr *)&ss, &len)))
+	if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
+		  : getsockname(fd, (struct sockaddr *)&ss, &len)))
 		return NULL;
 	if (ss.ss_family == AF_INET) {
 		const struct sockaddr_in *in = (const void *)&ss;
@@ -956,8 +941,7 @@ static const char *sock_role(int fd, const struct sm_sk *s)
 	int listening = 0;
 	socklen_t len = sizeof(listening);
 
-	if (!getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) &&
-	    listening)
+	if (!getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) && listening)
 		return "listener";
 	return s->flags & SM_SK_PASSIVE ? "server" : "client";
 }
@@ -965,10 +949,9 @@ static const char *sock_role(int fd, const struct sm_sk *s)
 static struct json_object *flags_json(__u32 flags)
 {
 	static const char *const names[] = {
-		"managed", "trace_pending", "trace_acked", "passive",
-		"trace_wait", "quota_held", "established", "closed", "late",
-		"listener", "local_peer", "no_space", "fin_in", "fin_acked",
-		"trace_counted",
+		"managed",    "trace_pending", "trace_acked", "passive",   "trace_wait",
+		"quota_held", "established",   "closed",      "late",	   "listener",
+		"local_peer", "no_space",      "fin_in",      "fin_acked", "trace_counted",
 	};
 	struct json_object *arr = json_object_new_array();
 	size_t i;
@@ -979,8 +962,8 @@ static struct json_object *flags_json(__u32 flags)
 	return arr;
 }
 
-static void add_name(struct json_object *o, const char *key,
-		     struct sm_names *n, uint32_t svc, uint8_t subset, int of_subset)
+static void add_name(struct json_object *o, const char *key, struct sm_names *n, uint32_t svc,
+		     uint8_t subset, int of_subset)
 {
 	char buf[SM_NAME_LEN];
 
@@ -992,8 +975,7 @@ static void add_name(struct json_object *o, const char *key,
 }
 
 /* What the socket state says, in the words a user reads. */
-static struct json_object *explain_json(int fd, const struct sm_sk *s,
-					struct sm_names *n)
+static struct json_object *explain_json(int fd, const struct sm_sk *s, struct sm_names *n)
 {
 	struct json_object *o = json_object_new_object();
 	const char *role = sock_role(fd, s);
@@ -1002,8 +984,8 @@ static struct json_object *explain_json(int fd, const struct sm_sk *s,
 	add_name(o, "service", n, s->svc, s->subset, 0);
 	add_name(o, "subset", n, s->svc, s->subset, 1);
 	json_object_object_add(o, "role", json_object_new_string(role));
-	json_object_object_add(o, "protocol", json_object_new_string(
-				       s->proto == IPPROTO_UDP ? "udp" : "tcp"));
+	json_object_object_add(o, "protocol",
+			       json_object_new_string(s->proto == IPPROTO_UDP ? "udp" : "tcp"));
 	json_object_object_add(o, "local", sock_addr_json(fd, 0));
 	/* What the application sees: a VIP it dialled, not the backend. */
 	json_object_object_add(o, "peer", sock_addr_json(fd, 1));
@@ -1019,19 +1001,19 @@ static struct json_object *explain_json(int fd, const struct sm_sk *s,
 		json_object_object_add(o, "dst_addr", json_object_new_string(buf));
 	}
 	if (strcmp(role, "listener")) {
-		json_object_object_add(o, "verdict", json_object_new_string(
-					       sm_verdict_name(s->verdict)));
-		json_object_object_add(o, "reason", json_object_new_string(
-					       sm_reason_name(s->reason)));
-		json_object_object_add(o, "rule", s->rule == SM_RULE_NONE ? NULL :
-					       json_object_new_int64(s->rule));
+		json_object_object_add(o, "verdict",
+				       json_object_new_string(sm_verdict_name(s->verdict)));
+		json_object_object_add(o, "reason",
+				       json_object_new_string(sm_reason_name(s->reason)));
+		json_object_object_add(
+			o, "rule", s->rule == SM_RULE_NONE ? NULL : json_object_new_int64(s->rule));
 	}
 	sockmesh_trace_id_hex(s->trace_id, hex);
-	json_object_object_add(o, "trace_id", strspn(hex, "0") == 32 ? NULL :
-				       json_object_new_string(hex));
+	json_object_object_add(o, "trace_id",
+			       strspn(hex, "0") == 32 ? NULL : json_object_new_string(hex));
 	json_object_object_add(o, "pid", json_object_new_int64(s->pid));
-	json_object_object_add(o, "comm", json_object_new_string_len(
-				       s->comm, strnlen(s->comm, sizeof(s->comm))));
+	json_object_object_add(
+		o, "comm", json_object_new_string_len(s->comm, strnlen(s->comm, sizeof(s->comm))));
 	json_object_object_add(o, "flags", flags_json(s->flags));
 	return o;
 }
@@ -1074,8 +1056,7 @@ static int do_explain(int argc, char **argv)
 		print_json(o);
 	} else {
 		json_object_object_foreachC(o, it)
-			printf("%-13s %s\n", it.key, it.val ?
-			       json_object_get_string(it.val) : "-");
+			printf("%-13s %s\n", it.key, it.val ? json_object_get_string(it.val) : "-");
 	}
 	json_object_put(o);
 	sm_names_free(&names);
@@ -1104,8 +1085,7 @@ static int do_uninstall(int argc, char **argv)
 		return err;
 	}
 	if (!g.json)
-		printf("removed every sockmesh program, link and pin under %s\n",
-		       g.bpffs);
+		printf("removed every sockmesh program, link and pin under %s\n", g.bpffs);
 	return 0;
 }
 
@@ -1132,29 +1112,23 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } cmds[] = {
-	{ "status", do_status },
-	{ "check", do_check },
-	{ "services", do_services },
-	{ "policy", do_policy },
-	{ "flows", do_flows },
-	{ "explain", do_explain },
-	{ "uninstall", do_uninstall },
+	{"status", do_status},	     {"check", do_check}, {"services", do_services},
+	{"policy", do_policy},	     {"flows", do_flows}, {"explain", do_explain},
+	{"uninstall", do_uninstall},
 };
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "bpffs", required_argument, NULL, 'b' },
-		{ "cgroup", required_argument, NULL, 'c' },
-		{ "flow-log", required_argument, NULL, 'l' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "trace", required_argument, NULL, 't' },
-		{ "service", required_argument, NULL, 's' },
-		{ "verdict", required_argument, NULL, 'V' },
-		{ "follow", no_argument, NULL, 'f' },
-		{}
-	};
+	static const struct option opts[] = {{"bpffs", required_argument, NULL, 'b'},
+					     {"cgroup", required_argument, NULL, 'c'},
+					     {"flow-log", required_argument, NULL, 'l'},
+					     {"json", no_argument, NULL, 'j'},
+					     {"help", no_argument, NULL, 'h'},
+					     {"trace", required_argument, NULL, 't'},
+					     {"service", required_argument, NULL, 's'},
+					     {"verdict", required_argument, NULL, 'V'},
+					     {"follow", no_argument, NULL, 'f'},
+					     {}};
 	size_t i;
 	int c;
 
@@ -1179,8 +1153,8 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (!strcmp(argv[optind], cmds[i].name))
-			return cmds[i].fn(argc - optind - 1, argv + optind + 1) ?
-				       EXIT_FAILURE : EXIT_SUCCESS;
+			return cmds[i].fn(argc - optind - 1, argv + optind + 1) ? EXIT_FAILURE
+										: EXIT_SUCCESS;
 	p_err("unknown command '%s' (try 'sockmesh help')", argv[optind]);
 	return EXIT_FAILURE;
 }

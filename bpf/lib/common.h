@@ -12,28 +12,30 @@
 #include "maps.h"
 
 /* What a cgroup sock/sock_addr/sockopt program returns. */
-#define SM_PROCEED	1
-#define SM_REJECT	0
+#define SM_PROCEED 1
+#define SM_REJECT  0
 
 #ifndef AF_INET
-#define AF_INET		2
+#define AF_INET 2
 #endif
 #ifndef AF_INET6
-#define AF_INET6	10
+#define AF_INET6 10
 #endif
-#define SM_TCP_SYN	0x02
-#define SM_TCP_ACK	0x10
+#define SM_TCP_SYN 0x02
+#define SM_TCP_ACK 0x10
 
 /* TCP states as struct bpf_sock reports them. */
-#define SM_TCP_ESTABLISHED	1
-#define SM_TCP_SYN_SENT		2
-#define SM_TCP_CLOSE		7
-#define SM_TCP_LISTEN		10
+#define SM_TCP_ESTABLISHED 1
+#define SM_TCP_SYN_SENT	   2
+#define SM_TCP_CLOSE	   7
+#define SM_TCP_LISTEN	   10
 
 #ifdef SM_DEBUG
 #define sm_dbg(fmt, ...) bpf_printk(fmt, ##__VA_ARGS__)
 #else
-#define sm_dbg(fmt, ...) do { } while (0)
+#define sm_dbg(fmt, ...) \
+	do {             \
+	} while (0)
 #endif
 
 #define SM_ZERO 0
@@ -62,12 +64,10 @@ static __always_inline int addr_is_v4(const struct sm_addr *a)
 	return a->a[0] == 0 && a->a[1] == 0 && a->a[2] == bpf_htonl(0xffff);
 }
 
-static __always_inline int sa_equal(const struct sm_sockaddr *x,
-				    const struct sm_sockaddr *y)
+static __always_inline int sa_equal(const struct sm_sockaddr *x, const struct sm_sockaddr *y)
 {
-	return x->port == y->port && x->addr.a[0] == y->addr.a[0] &&
-	       x->addr.a[1] == y->addr.a[1] && x->addr.a[2] == y->addr.a[2] &&
-	       x->addr.a[3] == y->addr.a[3];
+	return x->port == y->port && x->addr.a[0] == y->addr.a[0] && x->addr.a[1] == y->addr.a[1] &&
+	       x->addr.a[2] == y->addr.a[2] && x->addr.a[3] == y->addr.a[3];
 }
 
 static __always_inline void trace_id_new(__u8 *id)

@@ -45,8 +45,7 @@ static __always_inline int drain_match(struct sock_common *skc)
 	if (!tp || (skc->skc_family != AF_INET && skc->skc_family != AF_INET6))
 		return 0;
 	s = bpf_sk_storage_get(&SM_MAP_SK, tp, 0, 0);
-	if (!s || (s->flags & SM_SK_PASSIVE) || !s->n_xlate ||
-	    s->proto != IPPROTO_TCP)
+	if (!s || (s->flags & SM_SK_PASSIVE) || !s->n_xlate || s->proto != IPPROTO_TCP)
 		return 0;
 	return bpf_map_lookup_elem(&SM_MAP_DRAIN, &s->dst) != NULL;
 }

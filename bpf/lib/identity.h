@@ -24,10 +24,9 @@ const volatile __u32 g_root_level = 0;
  * socket (cgroup_skb); sk is a constant at every call, so each program
  * keeps only the helper its hook may call. 0 when it has no service.
  */
-static __always_inline int identity_walk(__u32 slot, struct bpf_sock *sk,
-					 struct sm_cgroup_val *out)
+static __always_inline int identity_walk(__u32 slot, struct bpf_sock *sk, struct sm_cgroup_val *out)
 {
-	struct sm_cgroup_key key = { .slot = slot };
+	struct sm_cgroup_key key = {.slot = slot};
 	struct sm_cgroup_val *v;
 	int found = 0;
 	__u32 lvl;
@@ -36,8 +35,8 @@ static __always_inline int identity_walk(__u32 slot, struct bpf_sock *sk,
 	for (lvl = 1; lvl < SM_CGROUP_MAX_DEPTH; lvl++) {
 		if (lvl <= g_root_level)
 			continue;
-		key.cgid = sk ? bpf_sk_ancestor_cgroup_id(sk, lvl) :
-				bpf_get_current_ancestor_cgroup_id(lvl);
+		key.cgid = sk ? bpf_sk_ancestor_cgroup_id(sk, lvl)
+			      : bpf_get_current_ancestor_cgroup_id(lvl);
 		if (!key.cgid)
 			break;
 		v = bpf_map_lookup_elem(&SM_MAP_CGROUP, &key);
@@ -49,21 +48,17 @@ static __always_inline int identity_walk(__u32 slot, struct bpf_sock *sk,
 	return found;
 }
 
-static __always_inline int identity_current(__u32 slot,
-					    struct sm_cgroup_val *out)
+static __always_inline int identity_current(__u32 slot, struct sm_cgroup_val *out)
 {
 	return identity_walk(slot, NULL, out);
 }
 
-static __always_inline int identity_sock(__u32 slot, struct bpf_sock *sk,
-					 struct sm_cgroup_val *out)
+static __always_inline int identity_sock(__u32 slot, struct bpf_sock *sk, struct sm_cgroup_val *out)
 {
 	return identity_walk(slot, sk, out);
 }
 
-static __always_inline void sk_init(struct sm_sk *s,
-				    const struct sm_cgroup_val *id,
-				    __u8 proto)
+static __always_inline void sk_init(struct sm_sk *s, const struct sm_cgroup_val *id, __u8 proto)
 {
 	s->cgid = bpf_get_current_cgroup_id();
 	s->svc = id->svc;
@@ -85,11 +80,9 @@ static __always_inline void sk_init(struct sm_sk *s,
  * is its creator unless the socket was passed on.
  * want_world: make storage for a socket in no service too.
  */
-static __always_inline struct sm_sk *sk_get(struct bpf_sock *sk, __u32 slot,
-					    int want_world)
+static __always_inline struct sm_sk *sk_get(struct bpf_sock *sk, __u32 slot, int want_world)
 {
-	struct sm_cgroup_val id = { .svc = SM_SVC_WORLD,
-				    .subset = SM_SUBSET_NONE };
+	struct sm_cgroup_val id = {.svc = SM_SVC_WORLD, .subset = SM_SUBSET_NONE};
 	struct sm_sk *s;
 	int managed;
 
@@ -109,8 +102,7 @@ static __always_inline struct sm_sk *sk_get(struct bpf_sock *sk, __u32 slot,
 	if (!managed && !want_world)
 		return NULL;
 
-	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0,
-			       BPF_SK_STORAGE_GET_F_CREATE);
+	s = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!s) {
 		stat_inc(SM_S_NO_STORAGE);
 		return NULL;

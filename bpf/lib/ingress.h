@@ -29,8 +29,7 @@
 #define SM_LOOPBACK_IFINDEX 1
 
 /* The connection a SYN opens, or -1 for anything else. */
-static __always_inline int skb_syn(struct __sk_buff *skb,
-				   struct sm_flow_key *fk)
+static __always_inline int skb_syn(struct __sk_buff *skb, struct sm_flow_key *fk)
 {
 	struct tcphdr th;
 	__u32 off;
@@ -38,8 +37,7 @@ static __always_inline int skb_syn(struct __sk_buff *skb,
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) ||
-		    ip.protocol != IPPROTO_TCP)
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_TCP)
 			return -1;
 		addr_set_v4(&fk->saddr, ip.saddr);
 		addr_set_v4(&fk->daddr, ip.daddr);
@@ -47,8 +45,7 @@ static __always_inline int skb_syn(struct __sk_buff *skb,
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) ||
-		    ip6.nexthdr != IPPROTO_TCP)
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_TCP)
 			return -1;
 		__builtin_memcpy(&fk->saddr, &ip6.saddr, sizeof(fk->saddr));
 		__builtin_memcpy(&fk->daddr, &ip6.daddr, sizeof(fk->daddr));
@@ -64,16 +61,14 @@ static __always_inline int skb_syn(struct __sk_buff *skb,
 	return 0;
 }
 
-static __always_inline void ingress_record(const struct sm_sk *s,
-					   const struct sm_flow_key *fk,
+static __always_inline void ingress_record(const struct sm_sk *s, const struct sm_flow_key *fk,
 					   __u32 peer, __u8 verdict)
 {
 	struct sm_event *e;
 	__u32 folded = 0;
 
 	/* A SYN flood from another node is folded like a connect flood. */
-	if (verdict == SM_V_DENIED &&
-	    !deny_record_ok(peer, s->svc, verdict, &folded))
+	if (verdict == SM_V_DENIED && !deny_record_ok(peer, s->svc, verdict, &folded))
 		return;
 	e = event_new(verdict == SM_V_AUDIT ? SM_EV_AUDIT : SM_EV_DENY);
 	if (!e)
@@ -103,8 +98,7 @@ static __always_inline void ingress_record(const struct sm_sk *s,
  * own cgroup, and the state made here is what its accepted sockets
  * inherit, so the server side of their connections is traced too.
  */
-static __always_inline struct sm_sk *listener_adopt(struct bpf_sock *sk,
-						    __u32 slot)
+static __always_inline struct sm_sk *listener_adopt(struct bpf_sock *sk, __u32 slot)
 {
 	struct sm_cgroup_val id;
 	struct sm_sk *s;

@@ -51,10 +51,9 @@ struct sock___late {
 } __attribute__((preserve_access_index));
 
 /* The service of the cgroup cg (which made the socket), as identity_sock. */
-static __always_inline int late_identity(struct cgroup___late *cg,
-					 struct sm_cgroup_val *out)
+static __always_inline int late_identity(struct cgroup___late *cg, struct sm_cgroup_val *out)
 {
-	struct sm_cgroup_key key = { .slot = active_slot() };
+	struct sm_cgroup_key key = {.slot = active_slot()};
 	struct cgroup___late *anc;
 	struct sm_cgroup_val *v;
 	int level, found = 0;

@@ -14,8 +14,7 @@
 /* Endpoints looked at when the first pick is ejected. */
 #define SM_OUTLIER_PROBES 8
 
-static __always_inline int outlier_ejected(const struct sm_sockaddr *be,
-					   __u64 now)
+static __always_inline int outlier_ejected(const struct sm_sockaddr *be, __u64 now)
 {
 	struct sm_outlier_val *o = bpf_map_lookup_elem(&SM_MAP_OUTLIER, be);
 
@@ -35,10 +34,10 @@ static __always_inline void outlier_ok(const struct sm_sockaddr *be)
  * A connect to this backend failed. Returns 1 when this failure ejected
  * it (the caller records that), 0 otherwise.
  */
-static __always_inline int outlier_fail(const struct sm_sockaddr *be,
-					__u32 svc, const struct sm_svc_val *cfg)
+static __always_inline int outlier_fail(const struct sm_sockaddr *be, __u32 svc,
+					const struct sm_svc_val *cfg)
 {
-	struct sm_outlier_val init = { .svc = svc }, *o;
+	struct sm_outlier_val init = {.svc = svc}, *o;
 	__u64 now = bpf_ktime_get_ns();
 
 	if (!cfg->outlier_failures)

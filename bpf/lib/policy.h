@@ -15,28 +15,28 @@
 
 /* Who asks for a decision (the address dialled is passed on its own). */
 struct sm_query {
-	__u64 caller;			/* affinity key: service, or cgroup id */
+	__u64 caller; /* affinity key: service, or cgroup id */
 	__u32 slot;
-	__u32 src;			/* the calling socket's service */
-	__u32 list;			/* enum sm_list to pick backends from */
+	__u32 src;  /* the calling socket's service */
+	__u32 list; /* enum sm_list to pick backends from */
 	__u8 proto;
 	__u8 pad[3];
 };
 
 struct sm_decision {
-	struct sm_sockaddr backend;	/* VIPs: where the connection goes */
+	struct sm_sockaddr backend; /* VIPs: where the connection goes */
 	__u32 dst_svc;
 	__u32 rule;
 	__u8 verdict;
 	__u8 reason;
 	__u8 subset;
-	__u8 kind;			/* enum sm_dest_kind, 0: not in the mesh */
+	__u8 kind; /* enum sm_dest_kind, 0: not in the mesh */
 	__u8 quota_held;
 	__u8 pad[3];
 };
 
-static __always_inline struct sm_dest_val *
-dest_lookup(__u32 slot, const struct sm_sockaddr *dst, __u8 proto)
+static __always_inline struct sm_dest_val *dest_lookup(__u32 slot, const struct sm_sockaddr *dst,
+						       __u8 proto)
 {
 	struct sm_dest_key key = {
 		.addr = dst->addr,
@@ -51,7 +51,7 @@ dest_lookup(__u32 slot, const struct sm_sockaddr *dst, __u8 proto)
 /* The service whose endpoint host an address is, or world. */
 static __always_inline __u32 peer_svc(__u32 slot, const struct sm_addr *addr)
 {
-	struct sm_dest_key key = { .addr = *addr, .slot = slot };
+	struct sm_dest_key key = {.addr = *addr, .slot = slot};
 	struct sm_dest_val *v;
 
 	v = bpf_map_lookup_elem(&SM_MAP_DEST, &key);
@@ -59,8 +59,8 @@ static __always_inline __u32 peer_svc(__u32 slot, const struct sm_addr *addr)
 }
 
 /* A rule for exactly this port, else one for any port. */
-static __always_inline int rule_find(__u32 slot, __u32 src, __u32 dst,
-				     __be16 port, __u8 proto, __u32 *index)
+static __always_inline int rule_find(__u32 slot, __u32 src, __u32 dst, __be16 port, __u8 proto,
+				     __u32 *index)
 {
 	struct sm_rule_key key = {
 		.src = src,
@@ -87,8 +87,7 @@ static __always_inline int rule_find(__u32 slot, __u32 src, __u32 dst,
  * rule on that port, or, when a client elsewhere dialled a VIP whose port
  * differs from its endpoints', the way-in entry the agent made for it.
  */
-static __always_inline int rule_find_in(__u32 slot, __u32 src, __u32 dst,
-					__be16 port, __u32 *index)
+static __always_inline int rule_find_in(__u32 slot, __u32 src, __u32 dst, __be16 port, __u32 *index)
 {
 	return rule_find(slot, src, dst, port, IPPROTO_TCP, index) ||
 	       rule_find(slot, src, dst, port, SM_RULE_PROTO_IN, index);
@@ -116,8 +115,8 @@ static __always_inline __u32 affinity_hash(__u64 caller, __u32 svc)
  * subsets of up to SM_OUTLIER_PROBES endpoints). When every one looked at
  * is out, the first pick stands.
  */
-static __always_inline struct sm_backend_val *
-endpoint_pick(struct sm_backend_key *key, __u32 n, int *all_out)
+static __always_inline struct sm_backend_val *endpoint_pick(struct sm_backend_key *key, __u32 n,
+							    int *all_out)
 {
 	struct sm_backend_val *be, *first = NULL;
 	__u16 in[SM_OUTLIER_PROBES] = {};
@@ -151,11 +150,9 @@ endpoint_pick(struct sm_backend_key *key, __u32 n, int *all_out)
 }
 
 /* The weight of one subset in a list. */
-static __always_inline __u32 subset_weight(const struct sm_svc_val *sv,
-					   __u32 list, __u32 subset)
+static __always_inline __u32 subset_weight(const struct sm_svc_val *sv, __u32 list, __u32 subset)
 {
-	__u32 below = subset ? sv->cum_weight[list][(subset - 1) &
-						    (SM_MAX_SUBSETS - 1)] : 0;
+	__u32 below = subset ? sv->cum_weight[list][(subset - 1) & (SM_MAX_SUBSETS - 1)] : 0;
 
 	return sv->cum_weight[list][subset & (SM_MAX_SUBSETS - 1)] - below;
 }
@@ -164,8 +161,7 @@ static __always_inline __u32 subset_weight(const struct sm_svc_val *sv,
  * Another subset than `out`, by the weights of the others; SM_SUBSET_NONE
  * when no other has weight.
  */
-static __always_inline __u32 subset_other(const struct sm_svc_val *sv,
-					  __u32 list, __u32 out)
+static __always_inline __u32 subset_other(const struct sm_svc_val *sv, __u32 list, __u32 out)
 {
 	__u32 rest, r, i, w, acc = 0;
 
@@ -190,12 +186,10 @@ static __always_inline __u32 subset_other(const struct sm_svc_val *sv,
  * whose every endpoint is ejected hands its share to the others (one more
  * draw); when they are all out too, the first pick stands.
  */
-static __always_inline int backend_pick(__u32 slot, __u32 svc,
-					const struct sm_svc_val *sv,
-					__u32 list, __u32 pick,
-					struct sm_decision *d)
+static __always_inline int backend_pick(__u32 slot, __u32 svc, const struct sm_svc_val *sv,
+					__u32 list, __u32 pick, struct sm_decision *d)
 {
-	struct sm_backend_key key = { .svc = svc };
+	struct sm_backend_key key = {.svc = svc};
 	struct sm_backend_val *chosen = NULL, *be;
 	__u32 total, r, n, i, subset = 0, chosen_subset = 0;
 	int all_out;
@@ -262,8 +256,8 @@ static __always_inline int backend_pick(__u32 slot, __u32 svc,
  * address to use). Returns 0 to let it proceed, or the negative errno the
  * application gets; d->verdict and d->reason say why in both cases.
  */
-__noinline int __sock_decide(const struct sm_query *q,
-			     const struct sm_sockaddr *dst, struct sm_decision *d)
+__noinline int __sock_decide(const struct sm_query *q, const struct sm_sockaddr *dst,
+			     struct sm_decision *d)
 {
 	struct sm_svc_key skey = {};
 	struct sm_dest_val *dv;
@@ -323,9 +317,9 @@ __noinline int __sock_decide(const struct sm_query *q,
 		if (!sv) {
 			err = -SM_ERRNO_NO_BACKEND;
 		} else {
-			pick = sv->affinity == SM_AFFINITY_SOURCE ?
-				       affinity_hash(q->caller, dv->svc) :
-				       bpf_get_prandom_u32();
+			pick = sv->affinity == SM_AFFINITY_SOURCE
+				       ? affinity_hash(q->caller, dv->svc)
+				       : bpf_get_prandom_u32();
 			err = backend_pick(slot, dv->svc, sv, q->list, pick, d);
 		}
 		if (err) {
@@ -337,8 +331,7 @@ __noinline int __sock_decide(const struct sm_query *q,
 
 	/* Step 4: quotas hold TCP connections of this pair back. */
 	if (proto == IPPROTO_TCP) {
-		err = quota_take(slot, src, dv->svc, &d->reason,
-				 &d->quota_held);
+		err = quota_take(slot, src, dv->svc, &d->reason, &d->quota_held);
 		if (err) {
 			d->verdict = SM_V_QUOTA;
 			return err;

@@ -9,8 +9,8 @@
 
 #include "common.h"
 
-static __always_inline struct sm_quota_state *
-quota_state(const struct sm_quota_key *pair, const struct sm_quota_cfg *cfg)
+static __always_inline struct sm_quota_state *quota_state(const struct sm_quota_key *pair,
+							  const struct sm_quota_cfg *cfg)
 {
 	struct sm_quota_state *q;
 
@@ -38,9 +38,8 @@ quota_state(const struct sm_quota_key *pair, const struct sm_quota_cfg *cfg)
  * lock (quota_release); a close that races with the check is simply seen
  * a moment later. A connection refused for max_concurrent spends no token.
  */
-static __always_inline int quota_take_locked(struct sm_quota_state *q,
-					     const struct sm_quota_cfg *cfg,
-					     __u64 now, __u8 *reason)
+static __always_inline int
+quota_take_locked(struct sm_quota_state *q, const struct sm_quota_cfg *cfg, __u64 now, __u8 *reason)
 {
 	/* Refill the bucket for the time since the last connection. */
 	if (cfg->rate) {
@@ -72,11 +71,10 @@ static __always_inline int quota_take_locked(struct sm_quota_state *q,
  * Take what a new connection of the pair needs. On success *held says
  * whether it holds a max_concurrent unit that its close must give back.
  */
-static __always_inline int quota_take(__u32 slot, __u32 src, __u32 dst,
-				      __u8 *reason, __u8 *held)
+static __always_inline int quota_take(__u32 slot, __u32 src, __u32 dst, __u8 *reason, __u8 *held)
 {
 	struct sm_quota_cfg_key ckey = {
-		.pair = { .src = src, .dst = dst },
+		.pair = {.src = src, .dst = dst},
 		.slot = slot,
 	};
 	struct sm_quota_state *q;
@@ -104,7 +102,7 @@ static __always_inline int quota_take(__u32 slot, __u32 src, __u32 dst,
 /* Give back a max_concurrent unit. */
 static __always_inline void quota_release(__u32 src, __u32 dst)
 {
-	struct sm_quota_key pair = { .src = src, .dst = dst };
+	struct sm_quota_key pair = {.src = src, .dst = dst};
 	struct sm_quota_state *q;
 
 	q = bpf_map_lookup_elem(&SM_MAP_QSTATE, &pair);

@@ -14,8 +14,7 @@
 #include "stats.h"
 
 /* The VIP translation this socket already has for vip, or -1. */
-static __always_inline int xlate_find_vip(const struct sm_sk *s,
-					  const struct sm_sockaddr *vip)
+static __always_inline int xlate_find_vip(const struct sm_sk *s, const struct sm_sockaddr *vip)
 {
 	int i;
 
@@ -30,8 +29,7 @@ static __always_inline int xlate_find_vip(const struct sm_sk *s,
  * Reverse translation: a backend address this socket reached through a
  * VIP becomes that VIP. Does nothing for a socket that never dialled one.
  */
-static __always_inline int xlate_rev(const struct sm_sk *s,
-				     struct sm_sockaddr *sa)
+static __always_inline int xlate_rev(const struct sm_sk *s, struct sm_sockaddr *sa)
 {
 	int i;
 
@@ -49,8 +47,7 @@ static __always_inline int xlate_rev(const struct sm_sk *s,
  * are slots reuses the oldest; replies through the forgotten VIP then show
  * the backend's address.
  */
-static __always_inline void xlate_add(struct sm_sk *s,
-				      const struct sm_sockaddr *vip,
+static __always_inline void xlate_add(struct sm_sk *s, const struct sm_sockaddr *vip,
 				      const struct sm_sockaddr *backend)
 {
 	__u32 i = s->n_xlate;
@@ -70,10 +67,9 @@ static __always_inline void xlate_add(struct sm_sk *s,
  * while it is one of the service's endpoints; once a reload removed it,
  * only if the service says drain: keep.
  */
-static __always_inline int xlate_udp_keep(__u32 slot, __u32 svc,
-					  const struct sm_sockaddr *be)
+static __always_inline int xlate_udp_keep(__u32 slot, __u32 svc, const struct sm_sockaddr *be)
 {
-	struct sm_svc_key key = { .svc = svc, .slot = slot };
+	struct sm_svc_key key = {.svc = svc, .slot = slot};
 	struct sm_dest_val *dv = dest_lookup(slot, be, IPPROTO_UDP);
 	struct sm_svc_val *sv;
 
@@ -88,8 +84,7 @@ static __always_inline int xlate_udp_keep(__u32 slot, __u32 svc,
  * flow the peer began (a DNS server answering a client): neither egress
  * nor a flow of its own. The last SM_SK_PEERS sources are kept.
  */
-static __always_inline void udp_peer_seen(struct sm_sk *s,
-					  const struct sm_sockaddr *sa)
+static __always_inline void udp_peer_seen(struct sm_sk *s, const struct sm_sockaddr *sa)
 {
 	__u32 i;
 
@@ -105,8 +100,7 @@ static __always_inline void udp_peer_seen(struct sm_sk *s,
 	s->peers[i & (SM_SK_PEERS - 1)] = *sa;
 }
 
-static __always_inline int udp_peer_known(const struct sm_sk *s,
-					  const struct sm_sockaddr *sa)
+static __always_inline int udp_peer_known(const struct sm_sk *s, const struct sm_sockaddr *sa)
 {
 	__u32 i;
 
@@ -117,10 +111,8 @@ static __always_inline int udp_peer_known(const struct sm_sk *s,
 }
 
 /* A deny, no-backend or quota verdict: counted and recorded. */
-static __always_inline void sock_record_reject(const struct sm_sk *s,
-					       __u32 src,
-					       const struct sm_sockaddr *dst,
-					       __u8 proto,
+static __always_inline void sock_record_reject(const struct sm_sk *s, __u32 src,
+					       const struct sm_sockaddr *dst, __u8 proto,
 					       const struct sm_decision *d)
 {
 	struct sm_event *e;
@@ -148,8 +140,7 @@ static __always_inline void sock_record_reject(const struct sm_sk *s,
 }
 
 /* An allowed or audited connection: the socket keeps what was decided. */
-static __always_inline void sock_commit(struct sm_sk *s,
-					const struct sm_sockaddr *orig,
+static __always_inline void sock_commit(struct sm_sk *s, const struct sm_sockaddr *orig,
 					const struct sm_decision *d, __u8 proto)
 {
 	s->verdict = d->verdict;
@@ -165,8 +156,7 @@ static __always_inline void sock_commit(struct sm_sk *s,
 	trace_id_new(s->trace_id);
 	/* A new attempt on a TCP socket is a new connection to close. */
 	if (proto == IPPROTO_TCP)
-		__sync_fetch_and_and(&s->flags,
-				     ~(SM_SK_CLOSED | SM_SK_ESTABLISHED));
+		__sync_fetch_and_and(&s->flags, ~(SM_SK_CLOSED | SM_SK_ESTABLISHED));
 	__sync_fetch_and_or(&s->flags, SM_SK_MANAGED);
 	if (d->quota_held)
 		__sync_fetch_and_or(&s->flags, SM_SK_QUOTA_HELD);
@@ -188,9 +178,8 @@ static __always_inline void sock_record(const struct sm_sk *s, __u8 type)
  * result is 1 it has been rewritten and the hook must store it back.
  * Returns 0 (unchanged), 1 (rewritten) or a negative errno to reject.
  */
-static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
-				      struct sm_sockaddr *dst, __u32 list,
-				      int is_send)
+static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_sockaddr *dst,
+				      __u32 list, int is_send)
 {
 	struct sm_decision d = {};
 	struct sm_query q = {};
@@ -224,8 +213,7 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 	 * state that would, and each retry would take one more.
 	 */
 	if (s && proto == IPPROTO_TCP &&
-	    (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) &
-	     SM_SK_QUOTA_HELD))
+	    (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) & SM_SK_QUOTA_HELD))
 		quota_release(s->svc, s->dst_svc);
 
 	/*
@@ -278,8 +266,8 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx,
 	}
 
 	/* Unconnected UDP: only a new destination is a new flow. */
-	if (is_send && !moved && s->verdict == d.verdict &&
-	    sa_equal(&s->orig, dst) && (s->flags & SM_SK_MANAGED)) {
+	if (is_send && !moved && s->verdict == d.verdict && sa_equal(&s->orig, dst) &&
+	    (s->flags & SM_SK_MANAGED)) {
 		if (d.kind == SM_DEST_VIP)
 			*dst = d.backend;
 		return d.kind == SM_DEST_VIP;
@@ -317,8 +305,7 @@ static __always_inline struct sm_sk *ctx_sk_state(struct bpf_sock_addr *ctx)
 }
 
 /* The reverse half, for getpeername. */
-static __always_inline int __sock_rev(struct bpf_sock_addr *ctx,
-				      struct sm_sockaddr *sa)
+static __always_inline int __sock_rev(struct bpf_sock_addr *ctx, struct sm_sockaddr *sa)
 {
 	struct sm_sk *s = ctx_sk_state(ctx);
 
@@ -326,8 +313,7 @@ static __always_inline int __sock_rev(struct bpf_sock_addr *ctx,
 }
 
 /* recvmsg: note the peer, then the reverse half. */
-static __always_inline int __sock_recv(struct bpf_sock_addr *ctx,
-				       struct sm_sockaddr *sa)
+static __always_inline int __sock_recv(struct bpf_sock_addr *ctx, struct sm_sockaddr *sa)
 {
 	struct sm_sk *s = ctx_sk_state(ctx);
 

@@ -22,15 +22,15 @@
 #include "stats.h"
 
 /* Segments after the SYN that carry the option when the echo is missing. */
-#define SM_TRACE_RESEND	3
+#define SM_TRACE_RESEND 3
 
 /* TCP states in STATE_CB arguments. */
-#define SM_TCP_FIN_WAIT1	4
-#define SM_TCP_FIN_WAIT2	5
-#define SM_TCP_TIME_WAIT	6
-#define SM_TCP_CLOSE_WAIT	8
-#define SM_TCP_LAST_ACK		9
-#define SM_TCP_CLOSING		11
+#define SM_TCP_FIN_WAIT1  4
+#define SM_TCP_FIN_WAIT2  5
+#define SM_TCP_TIME_WAIT  6
+#define SM_TCP_CLOSE_WAIT 8
+#define SM_TCP_LAST_ACK	  9
+#define SM_TCP_CLOSING	  11
 
 struct sm_tcpopt {
 	__u8 kind;
@@ -48,27 +48,23 @@ static __always_inline struct sm_sk *ops_sk(struct bpf_sock_ops *skops)
 	return bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
 }
 
-static __always_inline void ops_flags_add(struct bpf_sock_ops *skops,
-					  __u32 flags)
+static __always_inline void ops_flags_add(struct bpf_sock_ops *skops, __u32 flags)
 {
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | flags);
 }
 
-static __always_inline void ops_flags_del(struct bpf_sock_ops *skops,
-					  __u32 flags)
+static __always_inline void ops_flags_del(struct bpf_sock_ops *skops, __u32 flags)
 {
-	bpf_sock_ops_cb_flags_set(skops,
-				  skops->bpf_sock_ops_cb_flags & ~flags);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~flags);
 }
 
 /* Our trace option in the current segment (or the SYN): 0 if found. */
-static __always_inline int opt_load(struct bpf_sock_ops *skops,
-				    struct sm_tcpopt *opt, __u64 flags)
+static __always_inline int opt_load(struct bpf_sock_ops *skops, struct sm_tcpopt *opt, __u64 flags)
 {
 	int len;
 
 	opt->kind = SM_TCPOPT_KIND;
-	opt->len = 4;	/* search key: kind and 2-byte ExID */
+	opt->len = 4; /* search key: kind and 2-byte ExID */
 	opt->exid = bpf_htons(SM_TCPOPT_EXID);
 	len = bpf_load_hdr_opt(skops, opt, sizeof(*opt), flags);
 	return len == SM_TCPOPT_LEN ? 0 : -1;
@@ -82,14 +78,12 @@ static __always_inline int opt_echo_seen(struct bpf_sock_ops *skops)
 		.exid = bpf_htons(SM_TCPOPT_EXID),
 	};
 
-	return bpf_load_hdr_opt(skops, &opt, SM_TCPOPT_ECHO_LEN, 0) ==
-	       SM_TCPOPT_ECHO_LEN;
+	return bpf_load_hdr_opt(skops, &opt, SM_TCPOPT_ECHO_LEN, 0) == SM_TCPOPT_ECHO_LEN;
 }
 
 static __always_inline int ops_is_synack(const struct bpf_sock_ops *skops)
 {
-	return (skops->skb_tcp_flags & (SM_TCP_SYN | SM_TCP_ACK)) ==
-	       (SM_TCP_SYN | SM_TCP_ACK);
+	return (skops->skb_tcp_flags & (SM_TCP_SYN | SM_TCP_ACK)) == (SM_TCP_SYN | SM_TCP_ACK);
 }
 
 static __always_inline int ops_is_syn(const struct bpf_sock_ops *skops)
@@ -98,8 +92,7 @@ static __always_inline int ops_is_syn(const struct bpf_sock_ops *skops)
 }
 
 /* The connection's key in the SYN stash, as the server sees it. */
-static __always_inline void trace_key(struct bpf_sock_ops *skops,
-				      struct sm_trace_key *key)
+static __always_inline void trace_key(struct bpf_sock_ops *skops, struct sm_trace_key *key)
 {
 	struct sm_sockaddr l, r;
 
@@ -147,8 +140,7 @@ static __always_inline void ops_connect(struct bpf_sock_ops *skops)
 	flow_key(skops, 0, &fk);
 	bpf_map_update_elem(&SM_MAP_LOCAL, &fk, &lv, BPF_ANY);
 	__sync_fetch_and_or(&s->flags, SM_SK_TRACE_PENDING);
-	ops_flags_add(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
-				     BPF_SOCK_OPS_STATE_CB_FLAG);
+	ops_flags_add(skops, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
 /* listen(): SYN-ACKs of this listener may carry the echo. */
@@ -200,8 +192,7 @@ static __always_inline void ops_opt_len(struct bpf_sock_ops *skops)
 	if (!s || !(s->flags & SM_SK_TRACE_PENDING))
 		return;
 	if (bpf_reserve_hdr_opt(skops, SM_TCPOPT_LEN, 0) && ops_is_syn(skops) &&
-	    !(__sync_fetch_and_or(&s->flags, SM_SK_NO_SPACE) &
-	      SM_SK_NO_SPACE))
+	    !(__sync_fetch_and_or(&s->flags, SM_SK_NO_SPACE) & SM_SK_NO_SPACE))
 		stat_inc(SM_S_TRACE_NO_SPACE);
 }
 
@@ -226,8 +217,7 @@ static __always_inline void ops_opt_write(struct bpf_sock_ops *skops)
 	__builtin_memcpy(opt.id, s->trace_id, SM_TRACE_ID_LEN);
 	if (bpf_store_hdr_opt(skops, &opt, SM_TCPOPT_LEN, 0))
 		return;
-	if (!(__sync_fetch_and_or(&s->flags, SM_SK_TRACE_COUNTED) &
-	      SM_SK_TRACE_COUNTED))
+	if (!(__sync_fetch_and_or(&s->flags, SM_SK_TRACE_COUNTED) & SM_SK_TRACE_COUNTED))
 		stat_inc(SM_S_TRACE_WRITTEN);
 	if (ops_is_syn(skops))
 		return;
@@ -242,12 +232,11 @@ static __always_inline void ops_opt_write(struct bpf_sock_ops *skops)
 /* What a closing connection moved, as this socket saw it. */
 struct sm_close_stats {
 	__u64 duration_ns;
-	__u64 sent;		/* by this socket */
-	__u64 received;		/* by this socket */
+	__u64 sent;	/* by this socket */
+	__u64 received; /* by this socket */
 };
 
-static __always_inline void ops_close_stats(const struct bpf_sock_ops *skops,
-					    const struct sm_sk *s,
+static __always_inline void ops_close_stats(const struct bpf_sock_ops *skops, const struct sm_sk *s,
 					    struct sm_close_stats *cs)
 {
 	__u64 fin_in = !!(s->flags & SM_SK_FIN_IN);
@@ -267,8 +256,7 @@ static __always_inline void ops_close_stats(const struct bpf_sock_ops *skops,
 }
 
 /* Both ends of an event from the socket's own addresses. */
-static __always_inline void ops_record(struct bpf_sock_ops *skops,
-				       const struct sm_sk *s, __u8 type)
+static __always_inline void ops_record(struct bpf_sock_ops *skops, const struct sm_sk *s, __u8 type)
 {
 	struct sm_event *e = event_new(type);
 	int passive = !!(s->flags & SM_SK_PASSIVE);
@@ -337,10 +325,9 @@ static __always_inline void ops_active_established(struct bpf_sock_ops *skops)
  * way in counted it as an audit already): returns 1 then. A client on
  * this node that no rule names was let through by its own decision.
  */
-static __always_inline int ops_peer_rule(__u32 slot, __u32 peer,
-					 struct sm_sk *s, __be16 port)
+static __always_inline int ops_peer_rule(__u32 slot, __u32 peer, struct sm_sk *s, __be16 port)
 {
-	struct sm_svc_key key = { .svc = s->svc, .slot = slot };
+	struct sm_svc_key key = {.svc = s->svc, .slot = slot};
 	struct sm_svc_val *sv;
 
 	if (rule_find_in(slot, peer, s->svc, port, &s->rule)) {
@@ -353,8 +340,7 @@ static __always_inline int ops_peer_rule(__u32 slot, __u32 peer,
 }
 
 /* Server: the id is known (or known to be missing); record and count. */
-static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
-					      struct sm_sk *s)
+static __always_inline void ops_server_settle(struct bpf_sock_ops *skops, struct sm_sk *s)
 {
 	struct sm_local_val *lv;
 	struct sm_flow_key fk;
@@ -379,10 +365,8 @@ static __always_inline void ops_server_settle(struct bpf_sock_ops *skops,
 		 * ingress.h decided, not the service that owns the address.
 		 */
 		ctx_ops_remote(skops, &r);
-		if (fk.saddr.a[0] == fk.daddr.a[0] &&
-		    fk.saddr.a[1] == fk.daddr.a[1] &&
-		    fk.saddr.a[2] == fk.daddr.a[2] &&
-		    fk.saddr.a[3] == fk.daddr.a[3])
+		if (fk.saddr.a[0] == fk.daddr.a[0] && fk.saddr.a[1] == fk.daddr.a[1] &&
+		    fk.saddr.a[2] == fk.daddr.a[2] && fk.saddr.a[3] == fk.daddr.a[3])
 			s->dst_svc = SM_SVC_WORLD;
 		else
 			s->dst_svc = peer_svc(slot, &r.addr);
@@ -414,8 +398,7 @@ static __always_inline void ops_passive_established(struct bpf_sock_ops *skops)
 	/* Storage cloned from a listener of a service; none: not ours. */
 	if (!s)
 		return;
-	s->flags = SM_SK_PASSIVE | SM_SK_ESTABLISHED | SM_SK_MANAGED |
-		   SM_SK_TRACE_WAIT;
+	s->flags = SM_SK_PASSIVE | SM_SK_ESTABLISHED | SM_SK_MANAGED | SM_SK_TRACE_WAIT;
 	s->start_ns = bpf_ktime_get_ns();
 	s->verdict = SM_V_ALLOWED;
 	s->reason = SM_WHY_PEER;
@@ -485,9 +468,8 @@ static __always_inline void ops_parse(struct bpf_sock_ops *skops)
 	ops_server_settle(skops, s);
 }
 
-static __always_inline void ops_count_close(const struct bpf_sock_ops *skops,
-					    const struct sm_sk *s, __u32 src,
-					    __u32 dst)
+static __always_inline void ops_count_close(const struct bpf_sock_ops *skops, const struct sm_sk *s,
+					    __u32 src, __u32 dst)
 {
 	struct sm_close_stats cs;
 	struct sm_pair_val *pv;
@@ -518,10 +500,9 @@ static __always_inline void ops_count_close(const struct bpf_sock_ops *skops,
  * A client's connect through a VIP never completed: the backend refused
  * it, or the client gave up first. That counts against the backend.
  */
-static __always_inline void ops_connect_failed(struct bpf_sock_ops *skops,
-					       const struct sm_sk *s)
+static __always_inline void ops_connect_failed(struct bpf_sock_ops *skops, const struct sm_sk *s)
 {
-	struct sm_svc_key key = { .svc = s->dst_svc, .slot = active_slot() };
+	struct sm_svc_key key = {.svc = s->dst_svc, .slot = active_slot()};
 	struct sm_svc_val *sv;
 	struct sm_event *e;
 
@@ -558,7 +539,7 @@ struct sock___fin {
 	unsigned long sk_flags;
 } __attribute__((preserve_access_index));
 
-#define SM_SOCK_DONE	1	/* enum sock_flags */
+#define SM_SOCK_DONE 1 /* enum sock_flags */
 
 static __always_inline int ops_fin_arrived(struct bpf_sock_ops *skops)
 {
@@ -572,8 +553,7 @@ static __always_inline int ops_fin_arrived(struct bpf_sock_ops *skops)
 	if (!tp)
 		return 0;
 	if (bpf_core_field_exists(struct sock___fin, sk_flags))
-		bpf_core_read(&flags, sizeof(flags),
-			      &((struct sock___fin *)tp)->sk_flags);
+		bpf_core_read(&flags, sizeof(flags), &((struct sock___fin *)tp)->sk_flags);
 	else
 		bpf_core_read(&flags, sizeof(flags),
 			      &((struct sock___fin *)tp)->__sk_common.skc_flags);
@@ -592,11 +572,9 @@ static __always_inline void ops_state(struct bpf_sock_ops *skops)
 
 	/* The peer's FIN, and the acknowledgement of ours. */
 	if (new == SM_TCP_CLOSE_WAIT || new == SM_TCP_CLOSING ||
-	    (old == SM_TCP_FIN_WAIT2 && new == SM_TCP_CLOSE &&
-	     ops_fin_arrived(skops)))
+	    (old == SM_TCP_FIN_WAIT2 && new == SM_TCP_CLOSE &&ops_fin_arrived(skops)))
 		__sync_fetch_and_or(&s->flags, SM_SK_FIN_IN);
-	if (new == SM_TCP_FIN_WAIT2 ||
-	    (old == SM_TCP_CLOSING && new == SM_TCP_CLOSE) ||
+	if (new == SM_TCP_FIN_WAIT2 || (old == SM_TCP_CLOSING && new == SM_TCP_CLOSE) ||
 	    (old == SM_TCP_FIN_WAIT2 && new == SM_TCP_CLOSE) ||
 	    (old == SM_TCP_LAST_ACK && new == SM_TCP_CLOSE))
 		__sync_fetch_and_or(&s->flags, SM_SK_FIN_ACKED);
@@ -625,8 +603,7 @@ static __always_inline void ops_state(struct bpf_sock_ops *skops)
 		flow_key(skops, 0, &fk);
 		bpf_map_delete_elem(&SM_MAP_LOCAL, &fk);
 	}
-	if (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) &
-	    SM_SK_QUOTA_HELD)
+	if (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) & SM_SK_QUOTA_HELD)
 		quota_release(src, dst);
 
 	/* A connection between two local services is counted once. */

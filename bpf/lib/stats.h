@@ -18,7 +18,7 @@ static const struct sm_pair_val sm_zero_pair;
 /* The counters of a service pair, made on first use. */
 static __always_inline struct sm_pair_val *pair_get(__u32 src, __u32 dst)
 {
-	struct sm_pair_key key = { .src = src, .dst = dst };
+	struct sm_pair_key key = {.src = src, .dst = dst};
 	struct sm_pair_val *v;
 
 	v = bpf_map_lookup_elem(&SM_MAP_PAIR, &key);
@@ -49,7 +49,7 @@ static __always_inline void pair_count(__u32 src, __u32 dst, __u8 verdict)
 
 static __always_inline void canary_count(__u32 svc, __u8 subset)
 {
-	struct sm_canary_key key = { .svc = svc, .subset = subset };
+	struct sm_canary_key key = {.svc = svc, .subset = subset};
 	__u64 one = 1, *v;
 
 	v = bpf_map_lookup_elem(&SM_MAP_CANARY, &key);
@@ -109,8 +109,7 @@ static __always_inline void event_submit(struct sm_event *e)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
-	if (bpf_ringbuf_query(&SM_MAP_EVENTS, BPF_RB_AVAIL_DATA) >=
-	    SM_RB_WAKEUP_BYTES)
+	if (bpf_ringbuf_query(&SM_MAP_EVENTS, BPF_RB_AVAIL_DATA) >= SM_RB_WAKEUP_BYTES)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 }
@@ -125,10 +124,9 @@ const volatile __u32 g_deny_records_per_sec = 100;
  * (*folded). Windows are kept per CPU-racy fields: a record or two over
  * the limit in a second is possible, never a lost count.
  */
-static __always_inline int deny_record_ok(__u32 src, __u32 dst, __u8 verdict,
-					  __u32 *folded)
+static __always_inline int deny_record_ok(__u32 src, __u32 dst, __u8 verdict, __u32 *folded)
 {
-	struct sm_deny_key key = { .src = src, .dst = dst, .verdict = verdict };
+	struct sm_deny_key key = {.src = src, .dst = dst, .verdict = verdict};
 	struct sm_deny_val init = {}, *v;
 	__u64 now = bpf_ktime_get_ns();
 
@@ -158,8 +156,7 @@ static __always_inline int deny_record_ok(__u32 src, __u32 dst, __u8 verdict,
 }
 
 /* Fill an event with what the socket's state says about its connection. */
-static __always_inline void event_from_sk(struct sm_event *e,
-					  const struct sm_sk *s)
+static __always_inline void event_from_sk(struct sm_event *e, const struct sm_sk *s)
 {
 	__builtin_memcpy(e->trace_id, s->trace_id, SM_TRACE_ID_LEN);
 	__builtin_memcpy(e->comm, s->comm, sizeof(e->comm));

@@ -21,7 +21,7 @@
  * One connection at a time, one request per connection: an example, not a
  * web server. Build: make (or cc -I../../include traceparent.c).
  */
-#define _GNU_SOURCE		/* accept4 */
+#define _GNU_SOURCE /* accept4 */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -36,8 +36,8 @@
 
 #include <sockmesh/sockmesh.h>
 
-#define REQ_MAX		8192
-#define IO_TIMEOUT_S	5
+#define REQ_MAX	     8192
+#define IO_TIMEOUT_S 5
 
 static volatile sig_atomic_t g_stop;
 
@@ -157,7 +157,7 @@ static void serve(int fd)
 	char trace[SOCKMESH_TRACE_HEX_LEN], span[17], req[REQ_MAX];
 	char resp[512], body[128], peer[INET6_ADDRSTRLEN + 8], method[16] = "-";
 	char path[256] = "-", ts[32];
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
+	struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
 	unsigned char span_id[8];
 	const char *source;
 	struct timespec now;
@@ -184,7 +184,8 @@ static void serve(int fd)
 		     "Content-Type: text/plain\r\n"
 		     "Content-Length: %d\r\n"
 		     "Connection: close\r\n"
-		     "\r\n%s", trace, span, b, body);
+		     "\r\n%s",
+		     trace, span, b, body);
 	send_all(fd, resp, n);
 
 	/* Step 3: the log line, with the same id. */
@@ -192,16 +193,16 @@ static void serve(int fd)
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	printf("ts=%s.%03ldZ trace_id=%s span_id=%s source=%s peer=%s "
-	       "method=%s path=%s status=200\n", ts, now.tv_nsec / 1000000,
-	       trace, span, source, peer, method, path);
+	       "method=%s path=%s status=200\n",
+	       ts, now.tv_nsec / 1000000, trace, span, source, peer, method, path);
 	fflush(stdout);
 }
 
 /* "8080", "198.18.1.1:8080" or "[fd00::1]:8080". */
 static int listen_on(const char *arg)
 {
-	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6 };
-	struct sockaddr_in s4 = { .sin_family = AF_INET };
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6};
+	struct sockaddr_in s4 = {.sin_family = AF_INET};
 	char host[INET6_ADDRSTRLEN + 2] = "";
 	const char *colon = strrchr(arg, ':');
 	struct sockaddr *sa = (struct sockaddr *)&s4;
@@ -238,7 +239,7 @@ static int listen_on(const char *arg)
 
 int main(int argc, char **argv)
 {
-	struct sigaction sa = { .sa_handler = on_stop };
+	struct sigaction sa = {.sa_handler = on_stop};
 	int lfd, fd;
 
 	if (argc != 2) {

@@ -39,29 +39,29 @@
 #define SM_MAP_OUTLIER	sm_outlier
 #define SM_MAP_LOCAL	sm_local
 #define SM_MAP_DRAIN	sm_drain
-#define SM_MAP_DENYRATE	sm_deny_rate
+#define SM_MAP_DENYRATE sm_deny_rate
 
 #define SM__STR(x) #x
-#define SM_STR(x) SM__STR(x)
+#define SM_STR(x)  SM__STR(x)
 
 /* Limits. */
-#define SM_MAX_SUBSETS		8	/* subsets per service */
-#define SM_CGROUP_MAX_DEPTH	32	/* cgroup levels walked for identity */
-#define SM_SK_XLATE		4	/* VIP translations kept per UDP socket */
-#define SM_SK_PEERS		4	/* UDP peers a socket last heard from */
-#define SM_NAME_LEN		64	/* service and subset names, with NUL */
-#define SM_DUR_BUCKETS		14	/* duration histogram, +Inf included */
-#define SM_TRACE_ID_LEN		16
+#define SM_MAX_SUBSETS	    8  /* subsets per service */
+#define SM_CGROUP_MAX_DEPTH 32 /* cgroup levels walked for identity */
+#define SM_SK_XLATE	    4  /* VIP translations kept per UDP socket */
+#define SM_SK_PEERS	    4  /* UDP peers a socket last heard from */
+#define SM_NAME_LEN	    64 /* service and subset names, with NUL */
+#define SM_DUR_BUCKETS	    14 /* duration histogram, +Inf included */
+#define SM_TRACE_ID_LEN	    16
 
 /* Service id 0 is "world": every source or destination outside the mesh. */
-#define SM_SVC_WORLD	0
+#define SM_SVC_WORLD 0
 /* No rule decided (rule field of events and socket state). */
-#define SM_RULE_NONE	0xffffffffU
+#define SM_RULE_NONE 0xffffffffU
 /* No subset. Subset indices are 0..SM_MAX_SUBSETS-1. */
-#define SM_SUBSET_NONE	0xff
+#define SM_SUBSET_NONE 0xff
 
 /* Policy maps hold two slots; the datapath reads only the active one. */
-#define SM_SLOTS	2
+#define SM_SLOTS 2
 
 /* Verdicts, also the `verdict` label of sockmesh_connections_total. */
 enum sm_verdict {
@@ -75,28 +75,28 @@ enum sm_verdict {
 
 /* What decided a verdict: the flow log's `reason` field. */
 enum sm_reason {
-	SM_WHY_RULE = 0,	/* a rule allowed it */
-	SM_WHY_NO_RULE,		/* mesh destination, no rule matched */
-	SM_WHY_EGRESS,		/* non-mesh destination, defaults.egress */
-	SM_WHY_EGRESS_ALLOW,	/* non-mesh destination, allowed */
-	SM_WHY_NO_ENDPOINTS,	/* VIP with no endpoint of this family */
-	SM_WHY_QUOTA_RATE,	/* connections_per_second exhausted */
-	SM_WHY_QUOTA_CONCURRENT,/* max_concurrent reached */
-	SM_WHY_PEER,		/* accepted connection (server side) */
-	SM_WHY_CONNECT_FAILED,	/* outlier: connects to a backend kept failing */
+	SM_WHY_RULE = 0,	 /* a rule allowed it */
+	SM_WHY_NO_RULE,		 /* mesh destination, no rule matched */
+	SM_WHY_EGRESS,		 /* non-mesh destination, defaults.egress */
+	SM_WHY_EGRESS_ALLOW,	 /* non-mesh destination, allowed */
+	SM_WHY_NO_ENDPOINTS,	 /* VIP with no endpoint of this family */
+	SM_WHY_QUOTA_RATE,	 /* connections_per_second exhausted */
+	SM_WHY_QUOTA_CONCURRENT, /* max_concurrent reached */
+	SM_WHY_PEER,		 /* accepted connection (server side) */
+	SM_WHY_CONNECT_FAILED,	 /* outlier: connects to a backend kept failing */
 	SM_WHY_MAX,
 };
 
 /* Errnos a denied connect()/sendmsg() returns; documented in the README. */
-#define SM_ERRNO_DENIED		1	/* EPERM */
-#define SM_ERRNO_NO_BACKEND	113	/* EHOSTUNREACH */
-#define SM_ERRNO_QUOTA		122	/* EDQUOT */
+#define SM_ERRNO_DENIED	    1	/* EPERM */
+#define SM_ERRNO_NO_BACKEND 113 /* EHOSTUNREACH */
+#define SM_ERRNO_QUOTA	    122 /* EDQUOT */
 
 /* Destination kinds in sm_dest. */
 enum sm_dest_kind {
-	SM_DEST_VIP = 1,	/* a virtual address: translate */
-	SM_DEST_ENDPOINT,	/* a real endpoint of a service */
-	SM_DEST_HOST,		/* address only (port 0, proto 0): peer lookup */
+	SM_DEST_VIP = 1,  /* a virtual address: translate */
+	SM_DEST_ENDPOINT, /* a real endpoint of a service */
+	SM_DEST_HOST,	  /* address only (port 0, proto 0): peer lookup */
 };
 
 enum sm_mode {
@@ -120,12 +120,12 @@ enum sm_drain {
 };
 
 /* Protocol bits of sm_svc.proto_mask. */
-#define SM_PROTO_TCP	(1U << 0)
-#define SM_PROTO_UDP	(1U << 1)
+#define SM_PROTO_TCP (1U << 0)
+#define SM_PROTO_UDP (1U << 1)
 
 /* Global counters, one per-CPU slot each in sm_stats. */
 enum sm_stat {
-	SM_S_TRACE_WRITTEN = 0,	/* trace option written on a segment */
+	SM_S_TRACE_WRITTEN = 0, /* trace option written on a segment */
 	SM_S_TRACE_RECEIVED,	/* trace option adopted by a server socket */
 	SM_S_TRACE_NO_SPACE,	/* SYN had no room for the option */
 	SM_S_TRACE_MISSING,	/* server saw no option: local id made */
@@ -164,7 +164,7 @@ struct sm_active {
 /* Per-slot defaults. Indexed by slot. */
 struct sm_config {
 	__u64 generation;
-	__u8 egress;		/* enum sm_egress */
+	__u8 egress; /* enum sm_egress */
 	__u8 pad[7];
 };
 
@@ -177,23 +177,23 @@ struct sm_cgroup_key {
 
 struct sm_cgroup_val {
 	__u32 svc;
-	__u8 subset;		/* SM_SUBSET_NONE when the cgroup is the service's */
+	__u8 subset; /* SM_SUBSET_NONE when the cgroup is the service's */
 	__u8 pad[3];
 };
 
 /* (address, port, protocol) -> what it is in the mesh. */
 struct sm_dest_key {
 	struct sm_addr addr;
-	__be16 port;		/* 0 for SM_DEST_HOST */
-	__u8 proto;		/* IPPROTO_TCP or IPPROTO_UDP; 0 for HOST */
+	__be16 port; /* 0 for SM_DEST_HOST */
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP; 0 for HOST */
 	__u8 slot;
 };
 
 struct sm_dest_val {
 	__u32 svc;
-	__u8 kind;		/* enum sm_dest_kind */
-	__u8 mode;		/* enum sm_mode of svc */
-	__u8 subset;		/* for endpoints: subset index or NONE */
+	__u8 kind;   /* enum sm_dest_kind */
+	__u8 mode;   /* enum sm_mode of svc */
+	__u8 subset; /* for endpoints: subset index or NONE */
 	__u8 pad;
 };
 
@@ -222,13 +222,13 @@ enum sm_list {
  * selection. A subset with no endpoint in a list has weight 0 there.
  */
 struct sm_svc_val {
-	__u8 mode;		/* enum sm_mode */
-	__u8 affinity;		/* enum sm_affinity */
-	__u8 drain;		/* enum sm_drain */
+	__u8 mode;     /* enum sm_mode */
+	__u8 affinity; /* enum sm_affinity */
+	__u8 drain;    /* enum sm_drain */
 	__u8 n_subsets;
-	__u16 outlier_failures;	/* failed connects in a row that eject; 0: off */
-	__u16 outlier_eject_s;	/* seconds an ejected backend sits out */
-	__u32 total_weight[SM_LISTS];		/* 0: no backend */
+	__u16 outlier_failures;	      /* failed connects in a row that eject; 0: off */
+	__u16 outlier_eject_s;	      /* seconds an ejected backend sits out */
+	__u32 total_weight[SM_LISTS]; /* 0: no backend */
 	__u32 cum_weight[SM_LISTS][SM_MAX_SUBSETS];
 	__u16 n_endpoints[SM_LISTS][SM_MAX_SUBSETS];
 };
@@ -238,12 +238,12 @@ struct sm_backend_key {
 	__u32 svc;
 	__u16 idx;
 	__u8 subset;
-	__u8 slot;		/* slot | list << 1 */
+	__u8 slot; /* slot | list << 1 */
 };
 
 struct sm_backend_val {
 	struct sm_sockaddr sa;
-	__u8 v4;		/* 1: an IPv4 address */
+	__u8 v4; /* 1: an IPv4 address */
 	__u8 pad[3];
 };
 
@@ -257,7 +257,7 @@ struct sm_rule_key {
 };
 
 struct sm_rule_val {
-	__u32 index;		/* position in the policy's rules */
+	__u32 index; /* position in the policy's rules */
 };
 
 /*
@@ -267,7 +267,7 @@ struct sm_rule_val {
  * client dialling such an endpoint directly still needs a rule naming its
  * own port (the IPPROTO_TCP entries).
  */
-#define SM_RULE_PROTO_IN	0x86	/* 0x80 | IPPROTO_TCP */
+#define SM_RULE_PROTO_IN 0x86 /* 0x80 | IPPROTO_TCP */
 
 struct sm_quota_key {
 	__u32 src;
@@ -281,11 +281,11 @@ struct sm_quota_cfg_key {
 };
 
 struct sm_quota_cfg {
-	__u32 rate;		/* new connections per second; 0: no rate limit */
-	__u32 burst;		/* bucket size in connections */
-	__u64 token_ns;		/* refill time of one connection: 1e9 / rate */
-	__u64 bucket_ns;	/* burst * token_ns */
-	__u32 max_concurrent;	/* 0: no limit */
+	__u32 rate;	      /* new connections per second; 0: no rate limit */
+	__u32 burst;	      /* bucket size in connections */
+	__u64 token_ns;	      /* refill time of one connection: 1e9 / rate */
+	__u64 bucket_ns;      /* burst * token_ns */
+	__u32 max_concurrent; /* 0: no limit */
 	__u32 pad;
 };
 
@@ -299,7 +299,7 @@ struct sm_quota_state {
 	__u32 pad;
 	__u64 tokens_ns;
 	__u64 last_ns;
-	__s64 active;		/* live connections held against max_concurrent */
+	__s64 active; /* live connections held against max_concurrent */
 };
 
 /*
@@ -307,9 +307,9 @@ struct sm_quota_state {
  * failed connects, and until when it is out of selection.
  */
 struct sm_outlier_val {
-	__u64 ejected_until_ns;	/* bpf_ktime_get_ns() clock; 0: in */
+	__u64 ejected_until_ns; /* bpf_ktime_get_ns() clock; 0: in */
 	__u32 failures;
-	__u32 ejections;	/* times ejected, for the metric */
+	__u32 ejections; /* times ejected, for the metric */
 	__u32 svc;
 	__u32 pad;
 };
@@ -326,15 +326,15 @@ struct sm_deny_key {
 };
 
 struct sm_deny_val {
-	__u64 window_ns;	/* start of the current second */
-	__u32 written;		/* records written in it */
-	__u32 folded;		/* denies not written since the last record */
+	__u64 window_ns; /* start of the current second */
+	__u32 written;	 /* records written in it */
+	__u32 folded;	 /* denies not written since the last record */
 };
 
 /* Names for the CLI and the agent's labels, kept pinned. */
 struct sm_name_key {
 	__u32 svc;
-	__u8 subset;		/* SM_SUBSET_NONE for the service itself */
+	__u8 subset; /* SM_SUBSET_NONE for the service itself */
 	__u8 pad[3];
 };
 
@@ -370,31 +370,31 @@ struct sm_xlate {
 };
 
 /* Socket flags (sm_sk.flags), changed with atomic ops. */
-#define SM_SK_MANAGED		(1U << 0)  /* we decided this socket's connect */
-#define SM_SK_TRACE_PENDING	(1U << 1)  /* client: option still to send */
-#define SM_SK_TRACE_ACKED	(1U << 2)  /* client: server echoed the option */
-#define SM_SK_PASSIVE		(1U << 3)  /* accepted socket */
-#define SM_SK_TRACE_WAIT	(1U << 4)  /* server: id not adopted yet */
-#define SM_SK_QUOTA_HELD	(1U << 5)  /* holds one max_concurrent unit */
-#define SM_SK_ESTABLISHED	(1U << 6)
-#define SM_SK_CLOSED		(1U << 7)  /* close already recorded */
-#define SM_SK_LATE		(1U << 8)  /* made before the agent started */
-#define SM_SK_LISTENER		(1U << 9)
-#define SM_SK_LOCAL_PEER	(1U << 10) /* server: client is on this node */
-#define SM_SK_NO_SPACE		(1U << 11) /* client: SYN had no room */
-#define SM_SK_FIN_IN		(1U << 12) /* the peer's FIN arrived */
-#define SM_SK_FIN_ACKED		(1U << 13) /* our FIN was acknowledged */
-#define SM_SK_TRACE_COUNTED	(1U << 14) /* client: counted as written */
+#define SM_SK_MANAGED	    (1U << 0) /* we decided this socket's connect */
+#define SM_SK_TRACE_PENDING (1U << 1) /* client: option still to send */
+#define SM_SK_TRACE_ACKED   (1U << 2) /* client: server echoed the option */
+#define SM_SK_PASSIVE	    (1U << 3) /* accepted socket */
+#define SM_SK_TRACE_WAIT    (1U << 4) /* server: id not adopted yet */
+#define SM_SK_QUOTA_HELD    (1U << 5) /* holds one max_concurrent unit */
+#define SM_SK_ESTABLISHED   (1U << 6)
+#define SM_SK_CLOSED	    (1U << 7) /* close already recorded */
+#define SM_SK_LATE	    (1U << 8) /* made before the agent started */
+#define SM_SK_LISTENER	    (1U << 9)
+#define SM_SK_LOCAL_PEER    (1U << 10) /* server: client is on this node */
+#define SM_SK_NO_SPACE	    (1U << 11) /* client: SYN had no room */
+#define SM_SK_FIN_IN	    (1U << 12) /* the peer's FIN arrived */
+#define SM_SK_FIN_ACKED	    (1U << 13) /* our FIN was acknowledged */
+#define SM_SK_TRACE_COUNTED (1U << 14) /* client: counted as written */
 
 /*
  * Everything the datapath keeps on a socket (socket storage, cloned to
  * accepted children). The CLI's `explain` reads it with the socket's fd.
  */
 struct sm_sk {
-	__u64 cgid;		/* creating cgroup */
+	__u64 cgid; /* creating cgroup */
 	__u64 start_ns;
-	__u32 svc;		/* creating service, SM_SVC_WORLD if none */
-	__u32 flags;		/* SM_SK_* */
+	__u32 svc;   /* creating service, SM_SVC_WORLD if none */
+	__u32 flags; /* SM_SK_* */
 	__u32 pid;
 	__u32 rule;
 	__u32 dst_svc;
@@ -406,11 +406,11 @@ struct sm_sk {
 	__u8 trace_id[SM_TRACE_ID_LEN];
 	__u8 proto;
 	__u8 n_xlate;
-	__u8 trace_segs;	/* segments that carried the option after the SYN */
-	__u8 xlate_next;	/* xlate entry to reuse when all are taken */
+	__u8 trace_segs; /* segments that carried the option after the SYN */
+	__u8 xlate_next; /* xlate entry to reuse when all are taken */
 	__u32 pad2;
-	struct sm_sockaddr orig;	/* address dialled */
-	struct sm_sockaddr dst;		/* after translation */
+	struct sm_sockaddr orig; /* address dialled */
+	struct sm_sockaddr dst;	 /* after translation */
 	struct sm_xlate xlate[SM_SK_XLATE];
 	/* UDP: sources of the last datagrams received, for replies. */
 	struct sm_sockaddr peers[SM_SK_PEERS];
@@ -450,8 +450,8 @@ struct sm_flow_key {
 };
 
 struct sm_local_val {
-	__u32 svc;		/* the client's service */
-	__u32 dst_svc;		/* the service its connect() was decided for */
+	__u32 svc;     /* the client's service */
+	__u32 dst_svc; /* the service its connect() was decided for */
 	__u8 subset;
 	__u8 pad[3];
 };
@@ -461,7 +461,7 @@ enum sm_event_type {
 	SM_EV_DENY,
 	SM_EV_AUDIT,
 	SM_EV_CLOSE,
-	SM_EV_OUTLIER,		/* a backend was taken out of selection */
+	SM_EV_OUTLIER, /* a backend was taken out of selection */
 };
 
 enum sm_side {
@@ -471,16 +471,16 @@ enum sm_side {
 
 /* One ring buffer record. */
 struct sm_event {
-	__u64 ts_ns;		/* CLOCK_BOOTTIME */
-	__u64 cookie;		/* socket cookie */
+	__u64 ts_ns;  /* CLOCK_BOOTTIME */
+	__u64 cookie; /* socket cookie */
 	__u64 cgid;
 	__u8 trace_id[SM_TRACE_ID_LEN];
-	__u8 type;		/* enum sm_event_type */
-	__u8 verdict;		/* enum sm_verdict */
-	__u8 reason;		/* enum sm_reason */
+	__u8 type;    /* enum sm_event_type */
+	__u8 verdict; /* enum sm_verdict */
+	__u8 reason;  /* enum sm_reason */
 	__u8 proto;
-	__u8 side;		/* enum sm_side */
-	__u8 subset;		/* destination subset */
+	__u8 side;   /* enum sm_side */
+	__u8 subset; /* destination subset */
 	__u8 src_subset;
 	__u8 pad;
 	__u32 src_svc;
@@ -491,7 +491,7 @@ struct sm_event {
 	struct sm_sockaddr src;
 	struct sm_sockaddr orig;
 	struct sm_sockaddr dst;
-	__s32 err;		/* close: socket error (positive errno), 0 if none */
+	__s32 err; /* close: socket error (positive errno), 0 if none */
 	/* close only */
 	__u64 duration_ns;
 	__u64 bytes_sent;
@@ -504,17 +504,18 @@ struct sm_event {
 };
 
 /* Trace option on the wire: RFC 6994 shared experimental kind + ExID. */
-#define SM_TCPOPT_KIND		253
-#define SM_TCPOPT_EXID		0x534d	/* "SM" */
-#define SM_TCPOPT_LEN		(4 + SM_TRACE_ID_LEN)
-#define SM_TCPOPT_ECHO_LEN	4	/* server's "got it" on the SYN-ACK */
+#define SM_TCPOPT_KIND	   253
+#define SM_TCPOPT_EXID	   0x534d /* "SM" */
+#define SM_TCPOPT_LEN	   (4 + SM_TRACE_ID_LEN)
+#define SM_TCPOPT_ECHO_LEN 4 /* server's "got it" on the SYN-ACK */
 
 /* Bounds of sockmesh_connection_duration_seconds, in milliseconds. */
-#define SM_DUR_BOUNDS_MS { 1, 5, 10, 50, 100, 500, 1000, 5000, 10000, \
-			   30000, 60000, 300000, 3600000 }
+#define SM_DUR_BOUNDS_MS                                                                 \
+	{                                                                                \
+		1, 5, 10, 50, 100, 500, 1000, 5000, 10000, 30000, 60000, 300000, 3600000 \
+	}
 
-#define SM_ABI_ASSERT(type, size) \
-	_Static_assert(sizeof(type) == (size), #type " changed size")
+#define SM_ABI_ASSERT(type, size) _Static_assert(sizeof(type) == (size), #type " changed size")
 
 SM_ABI_ASSERT(struct sm_addr, 16);
 SM_ABI_ASSERT(struct sm_sockaddr, 20);

@@ -23,11 +23,11 @@
 #define SOCKMESH_SOCKMESH_H
 
 /* A private socket level; no kernel protocol uses this number. */
-#define SOL_SOCKMESH		0x534d
-#define SOCKMESH_TRACE_ID	1
+#define SOL_SOCKMESH	  0x534d
+#define SOCKMESH_TRACE_ID 1
 
-#define SOCKMESH_TRACE_ID_LEN	16
-#define SOCKMESH_TRACE_HEX_LEN	33	/* 32 hex digits and a NUL */
+#define SOCKMESH_TRACE_ID_LEN  16
+#define SOCKMESH_TRACE_HEX_LEN 33 /* 32 hex digits and a NUL */
 
 /* W3C trace-id form: 32 lower-case hex digits. */
 static inline void sockmesh_trace_id_hex(const unsigned char *id, char *hex)

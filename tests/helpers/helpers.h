@@ -28,7 +28,7 @@
 #include "sockmesh/sockmesh.h"
 
 /* "[" + an IPv6 address + "]:65535" and a NUL. */
-#define ADDR_STRLEN		(INET6_ADDRSTRLEN + 8)
+#define ADDR_STRLEN (INET6_ADDRSTRLEN + 8)
 
 /* Set by a stop signal (see stop_signals_install). */
 static volatile sig_atomic_t g_stop;
@@ -143,8 +143,7 @@ static inline int family_parse(const char *s, enum family *fam)
 }
 
 /* Split "ip:port" or "[ip6]:port" into host and port; 0 or -EINVAL. */
-static inline int addr_split(const char *str, char *host, size_t hlen,
-			     long *port)
+static inline int addr_split(const char *str, char *host, size_t hlen, long *port)
 {
 	const char *sep, *start = str;
 	size_t n;
@@ -208,8 +207,7 @@ static inline int addr_parse(const char *str, enum family fam, struct addr *a)
 
 	if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
 		return -EINVAL;
-	if (fam == FAM_4 ||
-	    (fam == FAM_MAPPED && !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)))
+	if (fam == FAM_4 || (fam == FAM_MAPPED && !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)))
 		return -EAFNOSUPPORT;
 	s6->sin6_family = AF_INET6;
 	s6->sin6_port = htons(port);
@@ -218,8 +216,7 @@ static inline int addr_parse(const char *str, enum family fam, struct addr *a)
 }
 
 /* "198.18.1.1:80", "[fd00::1]:80", "[::ffff:198.18.1.1]:80"; else "?". */
-static inline void addr_format(const struct sockaddr_storage *ss, char *buf,
-			       size_t len)
+static inline void addr_format(const struct sockaddr_storage *ss, char *buf, size_t len)
 {
 	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
 	const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
@@ -243,8 +240,7 @@ enum sock_end { END_LOCAL, END_PEER };
  * The address of this end (getsockname) or of the peer (getpeername),
  * formatted into buf; 0, or the errno of the call and buf "".
  */
-static inline int sock_addr_get(int fd, enum sock_end end, char *buf,
-				size_t len)
+static inline int sock_addr_get(int fd, enum sock_end end, char *buf, size_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -267,8 +263,7 @@ static inline int sock_addr_get(int fd, enum sock_end end, char *buf,
 /* SO_SNDTIMEO and SO_RCVTIMEO of ms milliseconds; 0 or -errno. */
 static inline int sock_timeouts(int fd, long ms)
 {
-	struct timeval tv = { .tv_sec = ms / 1000,
-			      .tv_usec = (ms % 1000) * 1000 };
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 
 	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)))
@@ -291,8 +286,7 @@ static inline int timeout_errno(int err)
  * Send all of buf with MSG_NOSIGNAL and flags, adding each byte that went
  * out to *count unless count is NULL; 0 or a positive errno.
  */
-static inline int send_all(int fd, const void *buf, size_t len, int flags,
-			   long *count)
+static inline int send_all(int fd, const void *buf, size_t len, int flags, long *count)
 {
 	const char *p = buf;
 	ssize_t n;

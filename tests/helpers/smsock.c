@@ -41,9 +41,9 @@
 
 #include "helpers.h"
 
-#define DEFAULT_TIMEOUT_MS	2000
-#define GO_WAIT_MS		60000
-#define PAYLOAD			"hello from smsock\n"
+#define DEFAULT_TIMEOUT_MS 2000
+#define GO_WAIT_MS	   60000
+#define PAYLOAD		   "hello from smsock\n"
 
 struct opts {
 	const char *unix_path;
@@ -58,7 +58,7 @@ struct opts {
 
 /* What using the socket came to. */
 struct outcome {
-	int err;		/* 0 or the errno of the step that failed */
+	int err; /* 0 or the errno of the step that failed */
 	const char *step;
 	char reply[128];
 	long bytes;
@@ -72,18 +72,15 @@ static void outcome_print(const struct outcome *o)
 	       o->err ? errno_name(o->err) : "ok", o->err ? o->step : "");
 	/* Tags are plain words; anything else is left out, not escaped. */
 	for (i = 0; o->reply[i]; i++)
-		if (o->reply[i] >= 0x20 && o->reply[i] != '"' &&
-		    o->reply[i] != '\\')
+		if (o->reply[i] >= 0x20 && o->reply[i] != '"' && o->reply[i] != '\\')
 			putchar(o->reply[i]);
-	printf("\", \"bytes_received\": %ld, \"pid\": %d}\n", o->bytes,
-	       (int)getpid());
+	printf("\", \"bytes_received\": %ld, \"pid\": %d}\n", o->bytes, (int)getpid());
 	fflush(stdout);
 }
 
 static int sock_make(const struct opts *o, int family)
 {
-	int fd = socket(family, (o->udp ? SOCK_DGRAM : SOCK_STREAM) |
-				SOCK_CLOEXEC, 0);
+	int fd = socket(family, (o->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
 		return -errno;
@@ -147,8 +144,8 @@ static void sock_use(int fd, const struct opts *o, struct outcome *out)
 
 	out->step = "send";
 	if (o->udp && o->unconnected)
-		n = sendto(fd, PAYLOAD, strlen(PAYLOAD), MSG_NOSIGNAL,
-			   (struct sockaddr *)&to.ss, to.len);
+		n = sendto(fd, PAYLOAD, strlen(PAYLOAD), MSG_NOSIGNAL, (struct sockaddr *)&to.ss,
+			   to.len);
 	else
 		n = send(fd, PAYLOAD, strlen(PAYLOAD), MSG_NOSIGNAL);
 	if (n < 0) {
@@ -187,10 +184,11 @@ static int cmd_pass(const struct opts *o)
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
-	struct iovec iov = { .iov_base = "S", .iov_len = 1 };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
-			    .msg_control = ctl.buf,
-			    .msg_controllen = sizeof(ctl.buf) };
+	struct iovec iov = {.iov_base = "S", .iov_len = 1};
+	struct msghdr m = {.msg_iov = &iov,
+			   .msg_iovlen = 1,
+			   .msg_control = ctl.buf,
+			   .msg_controllen = sizeof(ctl.buf)};
 	int family = o->fam == FAM_6 ? AF_INET6 : AF_INET;
 	struct sockaddr_un sun;
 	struct cmsghdr *cm;
@@ -200,8 +198,7 @@ static int cmd_pass(const struct opts *o)
 		return 2;
 	fd = sock_make(o, family);
 	ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || ufd < 0 ||
-	    connect(ufd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+	if (fd < 0 || ufd < 0 || connect(ufd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
 		perror("smsock pass");
 		return 1;
 	}
@@ -228,12 +225,13 @@ static int fd_take(int lfd, long timeout_ms)
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
-	struct timeval tv = { .tv_sec = timeout_ms / 1000 };
+	struct timeval tv = {.tv_sec = timeout_ms / 1000};
 	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
-			    .msg_control = ctl.buf,
-			    .msg_controllen = sizeof(ctl.buf) };
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr m = {.msg_iov = &iov,
+			   .msg_iovlen = 1,
+			   .msg_control = ctl.buf,
+			   .msg_controllen = sizeof(ctl.buf)};
 	struct cmsghdr *cm;
 	int cfd, fd = -EPROTO;
 
@@ -244,8 +242,7 @@ static int fd_take(int lfd, long timeout_ms)
 	setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (recvmsg(cfd, &m, MSG_CMSG_CLOEXEC) == 1) {
 		cm = CMSG_FIRSTHDR(&m);
-		if (cm && cm->cmsg_level == SOL_SOCKET &&
-		    cm->cmsg_type == SCM_RIGHTS)
+		if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
 			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
 	}
 	close(cfd);
@@ -263,8 +260,7 @@ static int cmd_receive(const struct opts *o)
 		return 2;
 	unlink(o->unix_path);
 	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-	    listen(lfd, 1) < 0) {
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(lfd, 1) < 0) {
 		perror("smsock receive: listen");
 		return 1;
 	}
@@ -276,8 +272,7 @@ static int cmd_receive(const struct opts *o)
 	close(lfd);
 	unlink(o->unix_path);
 	if (fd < 0) {
-		fprintf(stderr, "smsock receive: no socket: %s\n",
-			strerror(-fd));
+		fprintf(stderr, "smsock receive: no socket: %s\n", strerror(-fd));
 		return 1;
 	}
 	sock_use(fd, o, &out);
@@ -318,8 +313,8 @@ static int cmd_move(const struct opts *o)
 /* noaddr: an unconnected UDP socket has nowhere to send to. */
 static int cmd_noaddr(const struct opts *o)
 {
-	struct iovec iov = { .iov_base = PAYLOAD, .iov_len = strlen(PAYLOAD) };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct iovec iov = {.iov_base = PAYLOAD, .iov_len = strlen(PAYLOAD)};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
 	struct outcome out;
 	struct opts uo = *o;
 	ssize_t n;
@@ -372,64 +367,50 @@ static int cmd_again(const struct opts *o)
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: smsock pass --unix PATH [--udp] [--family 4|6]\n"
-		"       smsock receive --unix PATH --to ADDR:PORT [--udp] "
-		"[--unconnected]\n"
-		"                      [--family 4|6|mapped] [--timeout-ms MS]\n"
-		"       smsock move --to ADDR:PORT --go FILE [--udp] "
-		"[--unconnected]\n"
-		"                   [--family 4|6|mapped] [--timeout-ms MS]\n"
-		"       smsock noaddr [--family 4|6] [--sendmsg]\n"
-		"       smsock again --to ADDR:PORT [--family 4|6|mapped]\n");
+	fprintf(stderr, "usage: smsock pass --unix PATH [--udp] [--family 4|6]\n"
+			"       smsock receive --unix PATH --to ADDR:PORT [--udp] "
+			"[--unconnected]\n"
+			"                      [--family 4|6|mapped] [--timeout-ms MS]\n"
+			"       smsock move --to ADDR:PORT --go FILE [--udp] "
+			"[--unconnected]\n"
+			"                   [--family 4|6|mapped] [--timeout-ms MS]\n"
+			"       smsock noaddr [--family 4|6] [--sendmsg]\n"
+			"       smsock again --to ADDR:PORT [--family 4|6|mapped]\n");
 }
 
 static int opts_parse(int argc, char **argv, struct opts *o)
 {
 	static const struct option lopts[] = {
-		{ "unix", required_argument, NULL, 'x' },
-		{ "to", required_argument, NULL, 't' },
-		{ "go", required_argument, NULL, 'g' },
-		{ "family", required_argument, NULL, 'f' },
-		{ "udp", no_argument, NULL, 'u' },
-		{ "unconnected", no_argument, NULL, 'U' },
-		{ "sendmsg", no_argument, NULL, 'm' },
-		{ "timeout-ms", required_argument, NULL, 'T' },
-		{ NULL, 0, NULL, 0 },
+		{"unix", required_argument, NULL, 'x'},
+		{"to", required_argument, NULL, 't'},
+		{"go", required_argument, NULL, 'g'},
+		{"family", required_argument, NULL, 'f'},
+		{"udp", no_argument, NULL, 'u'},
+		{"unconnected", no_argument, NULL, 'U'},
+		{"sendmsg", no_argument, NULL, 'm'},
+		{"timeout-ms", required_argument, NULL, 'T'},
+		{NULL, 0, NULL, 0},
 	};
 	int opt;
 
 	o->timeout_ms = DEFAULT_TIMEOUT_MS;
 	while ((opt = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
 		switch (opt) {
-		case 'x':
-			o->unix_path = optarg;
-			break;
-		case 't':
-			o->to = optarg;
-			break;
-		case 'g':
-			o->go = optarg;
-			break;
+		case 'x': o->unix_path = optarg; break;
+		case 't': o->to = optarg; break;
+		case 'g': o->go = optarg; break;
 		case 'f':
 			if (family_parse(optarg, &o->fam))
 				return -EINVAL;
 			break;
-		case 'u':
-			o->udp = 1;
-			break;
-		case 'U':
-			o->unconnected = 1;
-			break;
-		case 'm':
-			o->use_sendmsg = 1;
-			break;
+		case 'u': o->udp = 1; break;
+		case 'U': o->unconnected = 1; break;
+		case 'm': o->use_sendmsg = 1; break;
 		case 'T':
 			if (parse_long(optarg, 1, 600000, &o->timeout_ms))
 				return -EINVAL;
 			break;
-		default:
-			return -EINVAL;
+		default: return -EINVAL;
 		}
 	}
 	return optind == argc ? 0 : -EINVAL;

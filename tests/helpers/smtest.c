@@ -39,13 +39,13 @@
 
 #include "helpers.h"
 
-#define DEFAULT_TIMEOUT_MS	2000
-#define DEFAULT_SERVE_S		60
-#define DEFAULT_HOLD_MAX_S	300
-#define MAX_TRACE_IDS		100
-#define KEY_LEN			64
-#define REPLY_LEN		256
-#define DEFAULT_PAYLOAD		"hello from smtest\n"
+#define DEFAULT_TIMEOUT_MS 2000
+#define DEFAULT_SERVE_S	   60
+#define DEFAULT_HOLD_MAX_S 300
+#define MAX_TRACE_IDS	   100
+#define KEY_LEN		   64
+#define REPLY_LEN	   256
+#define DEFAULT_PAYLOAD	   "hello from smtest\n"
 
 /* --- small utilities --- */
 
@@ -121,13 +121,12 @@ static int recv_tag(int fd, char *tag, size_t tlen, long long deadline_us)
 static void wait_release(int max_s)
 {
 	long long deadline = now_us() + (long long)max_s * 1000000;
-	struct pollfd p = { .fd = 0, .events = POLLIN };
+	struct pollfd p = {.fd = 0, .events = POLLIN};
 	struct stat st;
 	char buf[256];
 
-	if (fstat(0, &st) < 0 ||
-	    !(S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || isatty(0)))
-		p.fd = -1;	/* poll() ignores it, and just sleeps */
+	if (fstat(0, &st) < 0 || !(S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || isatty(0)))
+		p.fd = -1; /* poll() ignores it, and just sleeps */
 
 	while (!g_stop && now_us() < deadline) {
 		if (poll(&p, 1, 200) < 0) {
@@ -216,8 +215,8 @@ struct client_cfg {
 
 /* What one connection (or datagram exchange) saw. */
 struct conn_result {
-	int err;		/* 0, or the errno of the step that failed */
-	long long fail_us;	/* from the connect() call to the failure */
+	int err;	   /* 0, or the errno of the step that failed */
+	long long fail_us; /* from the connect() call to the failure */
 	char tag[KEY_LEN];
 	char peer[ADDR_STRLEN];
 	char source[ADDR_STRLEN];
@@ -248,8 +247,7 @@ static void stats_record(struct client_stats *st, const struct conn_result *r)
 	if (r->source[0])
 		tally_add(&st->sources, r->source);
 	if (r->trace[0] && st->ntrace < MAX_TRACE_IDS)
-		memcpy(st->trace_ids[st->ntrace++], r->trace,
-		       SOCKMESH_TRACE_HEX_LEN);
+		memcpy(st->trace_ids[st->ntrace++], r->trace, SOCKMESH_TRACE_HEX_LEN);
 	if (r->trace_err)
 		tally_add(&st->trace_errors, errno_name(r->trace_err));
 	pthread_mutex_unlock(&st->lock);
@@ -265,8 +263,7 @@ static void stats_free(struct client_stats *st)
 	pthread_mutex_destroy(&st->lock);
 }
 
-static void stats_json(FILE *f, const struct client_stats *st,
-		       long long elapsed_us, long held)
+static void stats_json(FILE *f, const struct client_stats *st, long long elapsed_us, long held)
 {
 	int i;
 
@@ -285,8 +282,8 @@ static void stats_json(FILE *f, const struct client_stats *st,
 	tally_json(f, &st->trace_errors);
 	if (held >= 0)
 		fprintf(f, ", \"held\": %ld", held);
-	fprintf(f, ", \"elapsed_ms\": %lld, \"first_errno_ms\": %.3f}\n",
-		elapsed_us / 1000, st->max_fail_us / 1000.0);
+	fprintf(f, ", \"elapsed_ms\": %lld, \"first_errno_ms\": %.3f}\n", elapsed_us / 1000,
+		st->max_fail_us / 1000.0);
 }
 
 static void note_socket(int fd, struct conn_result *r)
@@ -307,12 +304,11 @@ static int tcp_open(const struct client_cfg *c, int fd, size_t *sent)
 
 	*sent = 0;
 	if (c->fastopen_connect &&
-	    setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one,
-		       sizeof(one)) < 0)
+	    setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one, sizeof(one)) < 0)
 		return errno;
 	if (c->fastopen && c->payload_len) {
-		n = sendto(fd, c->payload, c->payload_len,
-			   MSG_FASTOPEN | MSG_NOSIGNAL, to, c->to.len);
+		n = sendto(fd, c->payload, c->payload_len, MSG_FASTOPEN | MSG_NOSIGNAL, to,
+			   c->to.len);
 		if (n < 0)
 			return timeout_errno(errno);
 		*sent = n;
@@ -327,8 +323,7 @@ static int tcp_open(const struct client_cfg *c, int fd, size_t *sent)
  * One TCP connection: open, send the payload, shutdown(SHUT_WR), read the
  * reply. With --hold the open socket is handed back in *keep instead.
  */
-static void tcp_once(const struct client_cfg *c, struct conn_result *r,
-		     int *keep)
+static void tcp_once(const struct client_cfg *c, struct conn_result *r, int *keep)
 {
 	long long t0, deadline;
 	size_t sent;
@@ -352,8 +347,7 @@ static void tcp_once(const struct client_cfg *c, struct conn_result *r,
 	}
 
 	/* A fast-open socket is connected only once its data went out. */
-	r->err = send_all(fd, c->payload + sent, c->payload_len - sent, 0,
-			  NULL);
+	r->err = send_all(fd, c->payload + sent, c->payload_len - sent, 0, NULL);
 	if (r->err)
 		goto fail;
 	note_socket(fd, r);
@@ -372,8 +366,7 @@ fail:
 
 static int udp_send(const struct client_cfg *c, int fd)
 {
-	struct iovec iov = { .iov_base = c->payload,
-			     .iov_len = c->payload_len };
+	struct iovec iov = {.iov_base = c->payload, .iov_len = c->payload_len};
 	struct mmsghdr m;
 
 	if (!c->unconnected) {
@@ -392,8 +385,8 @@ static int udp_send(const struct client_cfg *c, int fd)
 		return 0;
 	}
 	if (!c->sendmmsg) {
-		if (sendto(fd, c->payload, c->payload_len, 0,
-			   (const struct sockaddr *)&c->to.ss, c->to.len) < 0)
+		if (sendto(fd, c->payload, c->payload_len, 0, (const struct sockaddr *)&c->to.ss,
+			   c->to.len) < 0)
 			return timeout_errno(errno);
 		return 0;
 	}
@@ -406,8 +399,7 @@ static int udp_send(const struct client_cfg *c, int fd)
  * One UDP exchange on a fresh socket: send a datagram (connected, sendto
  * or sendmmsg) and wait for the reply, noting the source recvfrom() gives.
  */
-static void udp_once(const struct client_cfg *c, struct conn_result *r,
-		     int *keep)
+static void udp_once(const struct client_cfg *c, struct conn_result *r, int *keep)
 {
 	struct sockaddr_storage src;
 	char buf[REPLY_LEN];
@@ -426,8 +418,7 @@ static void udp_once(const struct client_cfg *c, struct conn_result *r,
 
 	t0 = now_us();
 	if (!c->unconnected) {
-		if (connect(fd, (const struct sockaddr *)&c->to.ss,
-			    c->to.len) < 0) {
+		if (connect(fd, (const struct sockaddr *)&c->to.ss, c->to.len) < 0) {
 			r->err = errno;
 			goto fail;
 		}
@@ -441,8 +432,7 @@ static void udp_once(const struct client_cfg *c, struct conn_result *r,
 	if (r->err)
 		goto fail;
 
-	n = recvfrom(fd, buf, sizeof(buf) - 1, 0, (struct sockaddr *)&src,
-		     &slen);
+	n = recvfrom(fd, buf, sizeof(buf) - 1, 0, (struct sockaddr *)&src, &slen);
 	if (n < 0) {
 		r->err = timeout_errno(errno);
 		goto fail;
@@ -461,7 +451,7 @@ struct worker {
 	pthread_t thread;
 	const struct client_cfg *cfg;
 	struct client_stats *stats;
-	int *held;		/* --hold: where connection i keeps its fd */
+	int *held; /* --hold: where connection i keeps its fd */
 	long first, n;
 };
 
@@ -486,13 +476,12 @@ static void *worker_run(void *arg)
 
 static void usage_connect(void)
 {
-	fprintf(stderr,
-		"usage: smtest connect --to ADDR:PORT [--count N] "
-		"[--parallel P] [--udp]\n"
-		"       [--connected|--unconnected] [--sendmsg|--sendmmsg] "
-		"[--send BYTES] [--family 4|6|mapped]\n"
-		"       [--fastopen|--fastopen-connect] [--timeout-ms MS] "
-		"[--hold] [--hold-max S]\n");
+	fprintf(stderr, "usage: smtest connect --to ADDR:PORT [--count N] "
+			"[--parallel P] [--udp]\n"
+			"       [--connected|--unconnected] [--sendmsg|--sendmmsg] "
+			"[--send BYTES] [--family 4|6|mapped]\n"
+			"       [--fastopen|--fastopen-connect] [--timeout-ms MS] "
+			"[--hold] [--hold-max S]\n");
 }
 
 /* BYTES bytes of 'x' ending in a newline, so the server stops there. */
@@ -514,22 +503,22 @@ static char *payload_make(long bytes)
 static int connect_args(int argc, char **argv, struct client_cfg *c)
 {
 	static const struct option opts[] = {
-		{ "to", required_argument, NULL, 't' },
-		{ "count", required_argument, NULL, 'n' },
-		{ "parallel", required_argument, NULL, 'P' },
-		{ "udp", no_argument, NULL, 'u' },
-		{ "connected", no_argument, NULL, 'c' },
-		{ "unconnected", no_argument, NULL, 'U' },
-		{ "sendmsg", no_argument, NULL, 'S' },
-		{ "sendmmsg", no_argument, NULL, 'M' },
-		{ "send", required_argument, NULL, 's' },
-		{ "family", required_argument, NULL, 'f' },
-		{ "fastopen", no_argument, NULL, 'F' },
-		{ "fastopen-connect", no_argument, NULL, 'C' },
-		{ "timeout-ms", required_argument, NULL, 'T' },
-		{ "hold", no_argument, NULL, 'h' },
-		{ "hold-max", required_argument, NULL, 'H' },
-		{ NULL, 0, NULL, 0 },
+		{"to", required_argument, NULL, 't'},
+		{"count", required_argument, NULL, 'n'},
+		{"parallel", required_argument, NULL, 'P'},
+		{"udp", no_argument, NULL, 'u'},
+		{"connected", no_argument, NULL, 'c'},
+		{"unconnected", no_argument, NULL, 'U'},
+		{"sendmsg", no_argument, NULL, 'S'},
+		{"sendmmsg", no_argument, NULL, 'M'},
+		{"send", required_argument, NULL, 's'},
+		{"family", required_argument, NULL, 'f'},
+		{"fastopen", no_argument, NULL, 'F'},
+		{"fastopen-connect", no_argument, NULL, 'C'},
+		{"timeout-ms", required_argument, NULL, 'T'},
+		{"hold", no_argument, NULL, 'h'},
+		{"hold-max", required_argument, NULL, 'H'},
+		{NULL, 0, NULL, 0},
 	};
 	enum family fam = FAM_AUTO;
 	const char *to = NULL;
@@ -542,9 +531,7 @@ static int connect_args(int argc, char **argv, struct client_cfg *c)
 	c->hold_max_s = DEFAULT_HOLD_MAX_S;
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
-		case 't':
-			to = optarg;
-			break;
+		case 't': to = optarg; break;
 		case 'n':
 			if (parse_long(optarg, 1, 10000000, &c->count))
 				return -EINVAL;
@@ -553,15 +540,9 @@ static int connect_args(int argc, char **argv, struct client_cfg *c)
 			if (parse_long(optarg, 1, 1024, &c->parallel))
 				return -EINVAL;
 			break;
-		case 'u':
-			c->udp = 1;
-			break;
-		case 'c':
-			c->unconnected = 0;
-			break;
-		case 'U':
-			c->unconnected = 1;
-			break;
+		case 'u': c->udp = 1; break;
+		case 'c': c->unconnected = 0; break;
+		case 'U': c->unconnected = 1; break;
 		case 'S':
 			c->sendmsg = 1;
 			c->unconnected = 1;
@@ -578,26 +559,19 @@ static int connect_args(int argc, char **argv, struct client_cfg *c)
 			if (family_parse(optarg, &fam))
 				return -EINVAL;
 			break;
-		case 'F':
-			c->fastopen = 1;
-			break;
-		case 'C':
-			c->fastopen_connect = 1;
-			break;
+		case 'F': c->fastopen = 1; break;
+		case 'C': c->fastopen_connect = 1; break;
 		case 'T':
 			if (parse_long(optarg, 1, 600000, &v))
 				return -EINVAL;
 			c->timeout_ms = v;
 			break;
-		case 'h':
-			c->hold = 1;
-			break;
+		case 'h': c->hold = 1; break;
 		case 'H':
 			if (parse_long(optarg, 1, 86400, &c->hold_max_s))
 				return -EINVAL;
 			break;
-		default:
-			return -EINVAL;
+		default: return -EINVAL;
 		}
 	}
 	if (!to || optind != argc) {
@@ -605,8 +579,10 @@ static int connect_args(int argc, char **argv, struct client_cfg *c)
 		return -EINVAL;
 	}
 	if (addr_parse(to, fam, &c->to)) {
-		fprintf(stderr, "smtest connect: bad address '%s' for this "
-			"family\n", to);
+		fprintf(stderr,
+			"smtest connect: bad address '%s' for this "
+			"family\n",
+			to);
 		return -EINVAL;
 	}
 	if (c->udp && (c->fastopen || c->fastopen_connect)) {
@@ -615,12 +591,12 @@ static int connect_args(int argc, char **argv, struct client_cfg *c)
 	}
 	if (c->hold && c->unconnected) {
 		fprintf(stderr, "smtest connect: --hold needs connected "
-			"sockets\n");
+				"sockets\n");
 		return -EINVAL;
 	}
 	if (bytes > 65507 && c->udp) {
 		fprintf(stderr, "smtest connect: a datagram holds at most "
-			"65507 bytes\n");
+				"65507 bytes\n");
 		return -EINVAL;
 	}
 	if (c->parallel > c->count)
@@ -655,8 +631,7 @@ static int held_wait_close(int *held, long count, long max_s)
  * can; 0, or -errno if a thread could not be started (the ones that were
  * are waited for).
  */
-static int workers_run(const struct client_cfg *cfg, struct client_stats *st,
-		       int *held)
+static int workers_run(const struct client_cfg *cfg, struct client_stats *st, int *held)
 {
 	long i, started, per, extra, next = 0;
 	struct worker *w;
@@ -681,8 +656,7 @@ static int workers_run(const struct client_cfg *cfg, struct client_stats *st,
 		goto out;
 	}
 	for (started = 0; started < cfg->parallel; started++) {
-		err = -pthread_create(&w[started].thread, NULL, worker_run,
-				      &w[started]);
+		err = -pthread_create(&w[started].thread, NULL, worker_run, &w[started]);
 		if (err)
 			break;
 	}
@@ -751,8 +725,7 @@ static void trace_json(int err, int fd)
 		sock_addr_get(fd, END_PEER, peer, sizeof(peer));
 		terr = trace_id_get(fd, hex);
 	}
-	printf("{\"result\": \"%s\", \"trace_id\": ",
-	       err ? errno_name(err) : "ok");
+	printf("{\"result\": \"%s\", \"trace_id\": ", err ? errno_name(err) : "ok");
 	if (hex[0])
 		printf("\"%s\"", hex);
 	else
@@ -770,11 +743,11 @@ static void trace_json(int err, int fd)
 static int cmd_trace(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "to", required_argument, NULL, 't' },
-		{ "family", required_argument, NULL, 'f' },
-		{ "timeout-ms", required_argument, NULL, 'T' },
-		{ "hold", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{"to", required_argument, NULL, 't'},
+		{"family", required_argument, NULL, 'f'},
+		{"timeout-ms", required_argument, NULL, 'T'},
+		{"hold", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	enum family fam = FAM_AUTO;
 	long timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -785,9 +758,7 @@ static int cmd_trace(int argc, char **argv)
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
-		case 't':
-			to = optarg;
-			break;
+		case 't': to = optarg; break;
 		case 'f':
 			if (family_parse(optarg, &fam))
 				goto usage;
@@ -796,11 +767,8 @@ static int cmd_trace(int argc, char **argv)
 			if (parse_long(optarg, 1, 600000, &timeout_ms))
 				goto usage;
 			break;
-		case 'h':
-			hold = 1;
-			break;
-		default:
-			goto usage;
+		case 'h': hold = 1; break;
+		default: goto usage;
 		}
 	}
 	if (!to || optind != argc || addr_parse(to, fam, &a))
@@ -827,19 +795,17 @@ static int cmd_trace(int argc, char **argv)
 	err = send_all(fd, DEFAULT_PAYLOAD, strlen(DEFAULT_PAYLOAD), 0, NULL);
 	if (!err) {
 		shutdown(fd, SHUT_WR);
-		err = recv_tag(fd, tag, sizeof(tag),
-			       now_us() + timeout_ms * 1000);
+		err = recv_tag(fd, tag, sizeof(tag), now_us() + timeout_ms * 1000);
 	}
 	close(fd);
 	if (err) {
-		fprintf(stderr, "smtest trace: exchange with %s: %s\n", to,
-			errno_name(err));
+		fprintf(stderr, "smtest trace: exchange with %s: %s\n", to, errno_name(err));
 		return 1;
 	}
 	return 0;
 usage:
 	fprintf(stderr, "usage: smtest trace --to ADDR:PORT "
-		"[--family 4|6|mapped] [--timeout-ms MS] [--hold]\n");
+			"[--family 4|6|mapped] [--timeout-ms MS] [--hold]\n");
 	return 2;
 }
 
@@ -866,8 +832,7 @@ struct sconn {
 };
 
 /* One JSON line per connection or datagram, written with one write(). */
-static void log_conn(struct server *s, const char *peer, const char *local,
-		     int fd, long bytes)
+static void log_conn(struct server *s, const char *peer, const char *local, int fd, long bytes)
 {
 	char hex[SOCKMESH_TRACE_HEX_LEN] = "";
 	char *line = NULL;
@@ -907,19 +872,16 @@ static int listen_open(struct server *s)
 	int type = s->udp ? SOCK_DGRAM : SOCK_STREAM;
 	int fd;
 
-	fd = socket(s->listen.ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    0);
+	fd = socket(s->listen.ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (s->listen.ss.ss_family == AF_INET6) {
 		/* "[::]" takes IPv4 too, whatever the sysctl default says. */
 		if (IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr))
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
-				   sizeof(zero));
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 		if (s->udp)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one,
-				   sizeof(one));
+			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
 	} else if (s->udp) {
 		setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
 	}
@@ -943,8 +905,8 @@ static void sconn_finish(struct server *s, struct sconn *c)
 	int n;
 
 	n = snprintf(reply, sizeof(reply), "%s\n", s->tag);
-	if (send(c->fd, reply, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
-	    errno != EPIPE && errno != ECONNRESET)
+	if (send(c->fd, reply, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EPIPE &&
+	    errno != ECONNRESET)
 		perror("smtest serve: send");
 	log_conn(s, c->peer, c->local, c->fd, c->bytes);
 	close(c->fd);
@@ -976,7 +938,7 @@ static void sconn_read(struct server *s, struct sconn *c)
 
 static void tcp_accept_some(struct server *s, int efd)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
 	struct sockaddr_storage ss;
 	struct sconn *c;
 	socklen_t sl;
@@ -986,11 +948,9 @@ static void tcp_accept_some(struct server *s, int efd)
 	for (i = 0; i < 64; i++) {
 		memset(&ss, 0, sizeof(ss));
 		sl = sizeof(ss);
-		fd = accept4(s->fd, (struct sockaddr *)&ss, &sl,
-			     SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(s->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR &&
-			    errno != ECONNABORTED)
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				perror("smtest serve: accept");
 			return;
 		}
@@ -1012,13 +972,13 @@ static void tcp_accept_some(struct server *s, int efd)
 
 static int serve_tcp(struct server *s, long long deadline)
 {
-	struct epoll_event ev = { .events = EPOLLIN }, evs[256];
+	struct epoll_event ev = {.events = EPOLLIN}, evs[256];
 	int efd, n, i, wait_ms;
 
 	efd = epoll_create1(EPOLL_CLOEXEC);
 	if (efd < 0)
 		return -errno;
-	ev.data.ptr = NULL;	/* NULL marks the listener */
+	ev.data.ptr = NULL; /* NULL marks the listener */
 	epoll_ctl(efd, EPOLL_CTL_ADD, s->fd, &ev);
 
 	while (!g_stop && (!s->max_conns || s->served < s->max_conns)) {
@@ -1040,8 +1000,7 @@ static int serve_tcp(struct server *s, long long deadline)
 }
 
 /* The address a datagram was sent to, from its IP(V6)_PKTINFO. */
-static void pktinfo_dst(struct msghdr *m, const struct server *s,
-			struct sockaddr_storage *dst)
+static void pktinfo_dst(struct msghdr *m, const struct server *s, struct sockaddr_storage *dst)
 {
 	struct sockaddr_in6 *d6 = (struct sockaddr_in6 *)dst;
 	struct sockaddr_in *d4 = (struct sockaddr_in *)dst;
@@ -1049,13 +1008,11 @@ static void pktinfo_dst(struct msghdr *m, const struct server *s,
 
 	memcpy(dst, &s->listen.ss, sizeof(*dst));
 	for (cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
-		if (cm->cmsg_level == IPPROTO_IP &&
-		    cm->cmsg_type == IP_PKTINFO) {
+		if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
 			struct in_pktinfo *pi = (void *)CMSG_DATA(cm);
 
 			d4->sin_addr = pi->ipi_addr;
-		} else if (cm->cmsg_level == IPPROTO_IPV6 &&
-			   cm->cmsg_type == IPV6_PKTINFO) {
+		} else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
 			struct in6_pktinfo *pi = (void *)CMSG_DATA(cm);
 
 			d6->sin6_addr = pi->ipi6_addr;
@@ -1067,18 +1024,20 @@ static void pktinfo_dst(struct msghdr *m, const struct server *s,
  * Answer from the address the datagram went to, not from whatever source
  * the routing table would pick for a wildcard socket.
  */
-static void udp_reply(struct server *s, const struct sockaddr_storage *to,
-		      socklen_t tolen, const struct sockaddr_storage *from)
+static void udp_reply(struct server *s, const struct sockaddr_storage *to, socklen_t tolen,
+		      const struct sockaddr_storage *from)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
 		struct cmsghdr align;
 	} ctl;
 	char reply[KEY_LEN + 2];
-	struct iovec iov = { .iov_base = reply };
-	struct msghdr m = { .msg_name = (void *)to, .msg_namelen = tolen,
-			    .msg_iov = &iov, .msg_iovlen = 1,
-			    .msg_control = ctl.buf };
+	struct iovec iov = {.iov_base = reply};
+	struct msghdr m = {.msg_name = (void *)to,
+			   .msg_namelen = tolen,
+			   .msg_iov = &iov,
+			   .msg_iovlen = 1,
+			   .msg_control = ctl.buf};
 	struct cmsghdr *cm;
 
 	iov.iov_len = snprintf(reply, sizeof(reply), "%s\n", s->tag);
@@ -1117,9 +1076,9 @@ static int serve_udp(struct server *s, long long deadline)
 		struct cmsghdr align;
 	} ctl;
 	char buf[65536], peer[ADDR_STRLEN], local[ADDR_STRLEN];
-	struct pollfd p = { .fd = s->fd, .events = POLLIN };
+	struct pollfd p = {.fd = s->fd, .events = POLLIN};
 	struct sockaddr_storage from, dst;
-	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
 	struct msghdr m;
 	int wait_ms;
 	ssize_t n;
@@ -1155,73 +1114,59 @@ static int serve_udp(struct server *s, long long deadline)
 static int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "udp", no_argument, NULL, 'u' },
-		{ "tag", required_argument, NULL, 't' },
-		{ "max-conns", required_argument, NULL, 'm' },
-		{ "log", required_argument, NULL, 'L' },
-		{ "timeout", required_argument, NULL, 'T' },
-		{ "fastopen", no_argument, NULL, 'F' },
-		{ NULL, 0, NULL, 0 },
+		{"listen", required_argument, NULL, 'l'},
+		{"udp", no_argument, NULL, 'u'},
+		{"tag", required_argument, NULL, 't'},
+		{"max-conns", required_argument, NULL, 'm'},
+		{"log", required_argument, NULL, 'L'},
+		{"timeout", required_argument, NULL, 'T'},
+		{"fastopen", no_argument, NULL, 'F'},
+		{NULL, 0, NULL, 0},
 	};
-	struct server s = { .tag = "smtest", .timeout_s = DEFAULT_SERVE_S,
-			    .fd = -1, .logfd = -1 };
+	struct server s = {.tag = "smtest", .timeout_s = DEFAULT_SERVE_S, .fd = -1, .logfd = -1};
 	const char *listen_s = NULL, *log_path = NULL;
 	long long t0, deadline;
 	int opt, err;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
-		case 'l':
-			listen_s = optarg;
-			break;
-		case 'u':
-			s.udp = 1;
-			break;
-		case 't':
-			s.tag = optarg;
-			break;
+		case 'l': listen_s = optarg; break;
+		case 'u': s.udp = 1; break;
+		case 't': s.tag = optarg; break;
 		case 'm':
 			if (parse_long(optarg, 1, 100000000, &s.max_conns))
 				goto usage;
 			break;
-		case 'L':
-			log_path = optarg;
-			break;
+		case 'L': log_path = optarg; break;
 		case 'T':
 			if (parse_long(optarg, 1, 86400, &s.timeout_s))
 				goto usage;
 			break;
-		case 'F':
-			s.fastopen = 1;
-			break;
-		default:
-			goto usage;
+		case 'F': s.fastopen = 1; break;
+		default: goto usage;
 		}
 	}
-	if (!listen_s || optind != argc ||
-	    addr_parse(listen_s, FAM_AUTO, &s.listen))
+	if (!listen_s || optind != argc || addr_parse(listen_s, FAM_AUTO, &s.listen))
 		goto usage;
 	if (strlen(s.tag) >= KEY_LEN - 1 || strchr(s.tag, '\n')) {
-		fprintf(stderr, "smtest serve: --tag: one line, at most %d "
-			"characters\n", KEY_LEN - 2);
+		fprintf(stderr,
+			"smtest serve: --tag: one line, at most %d "
+			"characters\n",
+			KEY_LEN - 2);
 		return 2;
 	}
 
 	stop_signals_install(SIGHUP);
 	if (log_path) {
-		s.logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND |
-			       O_CLOEXEC, 0644);
+		s.logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 		if (s.logfd < 0) {
-			fprintf(stderr, "smtest serve: log '%s': %s\n",
-				log_path, strerror(errno));
+			fprintf(stderr, "smtest serve: log '%s': %s\n", log_path, strerror(errno));
 			return 1;
 		}
 	}
 	err = listen_open(&s);
 	if (err) {
-		fprintf(stderr, "smtest serve: listen %s: %s\n", listen_s,
-			strerror(-err));
+		fprintf(stderr, "smtest serve: listen %s: %s\n", listen_s, strerror(-err));
 		return 1;
 	}
 	printf("ready\n");
@@ -1234,17 +1179,15 @@ static int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "smtest serve: %s\n", strerror(-err));
 		return 1;
 	}
-	printf("{\"served\": %ld, \"elapsed_ms\": %lld}\n", s.served,
-	       (now_us() - t0) / 1000);
+	printf("{\"served\": %ld, \"elapsed_ms\": %lld}\n", s.served, (now_us() - t0) / 1000);
 	close(s.fd);
 	if (s.logfd >= 0)
 		close(s.logfd);
 	return 0;
 usage:
-	fprintf(stderr,
-		"usage: smtest serve --listen ADDR:PORT [--udp] [--tag TAG] "
-		"[--max-conns N]\n"
-		"       [--log FILE] [--timeout S] [--fastopen]\n");
+	fprintf(stderr, "usage: smtest serve --listen ADDR:PORT [--udp] [--tag TAG] "
+			"[--max-conns N]\n"
+			"       [--log FILE] [--timeout S] [--fastopen]\n");
 	return 2;
 }
 
@@ -1263,7 +1206,9 @@ int main(int argc, char **argv)
 		return cmd_connect(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "trace"))
 		return cmd_trace(argc - 1, argv + 1);
-	fprintf(stderr, "smtest: unknown command '%s' (serve, connect, "
-		"trace)\n", argv[1]);
+	fprintf(stderr,
+		"smtest: unknown command '%s' (serve, connect, "
+		"trace)\n",
+		argv[1]);
 	return 2;
 }

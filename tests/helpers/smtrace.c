@@ -60,16 +60,16 @@
 
 #include "helpers.h"
 
-#define DEFAULT_TIMEOUT_MS	10000
-#define DEFAULT_SERVE_S		120
-#define PAUSE_MAX_S		280
-#define MAX_CONNS		1000
-#define LINE_LEN		128
-#define CHUNK			65536
+#define DEFAULT_TIMEOUT_MS 10000
+#define DEFAULT_SERVE_S	   120
+#define PAUSE_MAX_S	   280
+#define MAX_CONNS	   1000
+#define LINE_LEN	   128
+#define CHUNK		   65536
 
 static void delay_ms(long ms)
 {
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
 
 	while (ms > 0 && nanosleep(&ts, &ts) && errno == EINTR)
 		;
@@ -128,7 +128,7 @@ static int recv_body(int fd, long n, long *count, int *intact)
 			return timeout_errno(errno);
 		if (r == 0) {
 			*intact = 0;
-			return EPIPE;	/* the peer closed early */
+			return EPIPE; /* the peer closed early */
 		}
 		for (i = 0; i < r; i++)
 			if (buf[i] != pattern(off + i))
@@ -188,8 +188,7 @@ static void json_trace(FILE *f, const char *key, const char *hex, int err)
 	if (hex[0])
 		fprintf(f, "\"%s\": \"%s\", \"%s_error\": null", key, hex, key);
 	else
-		fprintf(f, "\"%s\": null, \"%s_error\": \"%s\"", key, key,
-			errno_name(err));
+		fprintf(f, "\"%s\": null, \"%s_error\": \"%s\"", key, key, errno_name(err));
 }
 
 /* --- serve --- */
@@ -197,7 +196,7 @@ static void json_trace(FILE *f, const char *key, const char *hex, int err)
 struct server {
 	int fd;
 	int logfd;
-	long idle_s;		/* a connection's longest wait for the client */
+	long idle_s; /* a connection's longest wait for the client */
 	pthread_mutex_t lock;
 };
 
@@ -222,8 +221,7 @@ static void *sconn_run(void *arg)
 	hex[0] = '\0';
 	err = recv_line(c->fd, line, sizeof(line), &received);
 	step = "header";
-	if (!err && sscanf(line, "smtrace %ld %ld %c %ld", &body, &reply,
-			   &closer, &delay) != 4)
+	if (!err && sscanf(line, "smtrace %ld %ld %c %ld", &body, &reply, &closer, &delay) != 4)
 		err = EPROTO;
 	if (!err)
 		err = send_all(c->fd, "ok\n", 3, 0, &sent);
@@ -236,8 +234,7 @@ static void *sconn_run(void *arg)
 		step = "reply";
 		terr = trace_id_get(c->fd, hex);
 		if (terr)
-			snprintf(line, sizeof(line), "id -%s\n",
-				 errno_name(terr));
+			snprintf(line, sizeof(line), "id -%s\n", errno_name(terr));
 		else
 			snprintf(line, sizeof(line), "id %s\n", hex);
 		err = send_all(c->fd, line, strlen(line), 0, &sent);
@@ -257,14 +254,14 @@ static void *sconn_run(void *arg)
 	if (f) {
 		fprintf(f, "{\"peer\": \"%s\", \"local\": \"%s\", ", peer, local);
 		json_trace(f, "trace_id", hex, terr);
-		fprintf(f, ", \"received\": %ld, \"sent\": %ld, "
+		fprintf(f,
+			", \"received\": %ld, \"sent\": %ld, "
 			"\"intact\": %s, \"closer\": \"%c\", \"result\": \"%s\", "
-			"\"step\": \"%s\"}\n", received, sent,
-			intact ? "true" : "false", closer,
+			"\"step\": \"%s\"}\n",
+			received, sent, intact ? "true" : "false", closer,
 			err ? errno_name(err) : "ok", err ? step : "");
 		fclose(f);
-		if (c->srv->logfd >= 0 &&
-		    write(c->srv->logfd, out, outlen) != (ssize_t)outlen)
+		if (c->srv->logfd >= 0 && write(c->srv->logfd, out, outlen) != (ssize_t)outlen)
 			perror("smtrace serve: log");
 		free(out);
 	}
@@ -275,15 +272,11 @@ static void *sconn_run(void *arg)
 static int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "log", required_argument, NULL, 'L' },
-		{ "fastopen", no_argument, NULL, 'F' },
-		{ "timeout", required_argument, NULL, 'T' },
-		{ "idle", required_argument, NULL, 'I' },
-		{ NULL, 0, NULL, 0 },
+		{"listen", required_argument, NULL, 'l'}, {"log", required_argument, NULL, 'L'},
+		{"fastopen", no_argument, NULL, 'F'},	  {"timeout", required_argument, NULL, 'T'},
+		{"idle", required_argument, NULL, 'I'},	  {NULL, 0, NULL, 0},
 	};
-	struct server s = { .fd = -1, .logfd = -1,
-			    .idle_s = DEFAULT_TIMEOUT_MS * 3 / 1000 };
+	struct server s = {.fd = -1, .logfd = -1, .idle_s = DEFAULT_TIMEOUT_MS * 3 / 1000};
 	const char *listen_s = NULL, *log_path = NULL;
 	int opt, one = 1, zero = 0, qlen = 1024, fastopen = 0, fd;
 	long timeout_s = DEFAULT_SERVE_S;
@@ -312,8 +305,7 @@ static int cmd_serve(int argc, char **argv)
 
 	stop_signals_install(0);
 	if (log_path) {
-		s.logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-			       0644);
+		s.logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 		if (s.logfd < 0) {
 			perror("smtrace serve: log");
 			return 1;
@@ -330,10 +322,8 @@ static int cmd_serve(int argc, char **argv)
 		setsockopt(s.fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 	if (fastopen)
 		setsockopt(s.fd, IPPROTO_TCP, TCP_FASTOPEN, &qlen, sizeof(qlen));
-	if (bind(s.fd, (struct sockaddr *)&a.ss, a.len) ||
-	    listen(s.fd, 1024)) {
-		fprintf(stderr, "smtrace serve: listen %s: %s\n", listen_s,
-			strerror(errno));
+	if (bind(s.fd, (struct sockaddr *)&a.ss, a.len) || listen(s.fd, 1024)) {
+		fprintf(stderr, "smtrace serve: listen %s: %s\n", listen_s, strerror(errno));
 		return 1;
 	}
 	printf("ready\n");
@@ -343,7 +333,7 @@ static int cmd_serve(int argc, char **argv)
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	deadline = now_ms() + timeout_s * 1000;
 	while (!g_stop && now_ms() < deadline) {
-		struct pollfd p = { .fd = s.fd, .events = POLLIN };
+		struct pollfd p = {.fd = s.fd, .events = POLLIN};
 		struct sconn *c;
 		pthread_t t;
 
@@ -369,7 +359,7 @@ static int cmd_serve(int argc, char **argv)
 	return 0;
 usage:
 	fprintf(stderr, "usage: smtrace serve --listen ADDR:PORT [--log FILE] "
-		"[--fastopen] [--timeout S] [--idle S]\n");
+			"[--fastopen] [--timeout S] [--idle S]\n");
 	return 2;
 }
 
@@ -404,7 +394,7 @@ static void pause_at(const char *path)
 	printf("paused\n");
 	fflush(stdout);
 	while (stat(path, &st) && now_ms() < deadline) {
-		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		struct timespec ts = {0, 20 * 1000 * 1000};
 
 		nanosleep(&ts, NULL);
 	}
@@ -415,8 +405,7 @@ static void pause_at(const char *path)
  * Without --step the first line waits for the body (MSG_MORE), so the
  * segments right after the handshake are full-size.
  */
-static int open_conn(const struct ccfg *c, int fd, const char *hdr,
-		     long *sent)
+static int open_conn(const struct ccfg *c, int fd, const char *hdr, long *sent)
 {
 	int more = c->step || c->pause || !c->send ? 0 : MSG_MORE;
 	int one = 1;
@@ -452,8 +441,8 @@ static void conn_once(const struct ccfg *c, struct cres *r)
 		return;
 	}
 	sock_timeouts(fd, c->timeout_ms);
-	snprintf(hdr, sizeof(hdr), "smtrace %ld %ld %c %ld\n", c->send,
-		 c->reply, c->closer, c->delay_ms);
+	snprintf(hdr, sizeof(hdr), "smtrace %ld %ld %c %ld\n", c->send, c->reply, c->closer,
+		 c->delay_ms);
 
 	r->step = "connect";
 	r->err = open_conn(c, fd, hdr, &r->sent);
@@ -529,16 +518,14 @@ static void results_json(const struct cres *res, long n)
 	for (i = 0; i < n; i++) {
 		const struct cres *r = &res[i];
 
-		printf("%s{\"result\": \"%s\", \"step\": \"%s\", ",
-		       i ? ", " : "", r->err ? errno_name(r->err) : "ok",
-		       r->err ? r->step : "");
+		printf("%s{\"result\": \"%s\", \"step\": \"%s\", ", i ? ", " : "",
+		       r->err ? errno_name(r->err) : "ok", r->err ? r->step : "");
 		json_trace(stdout, "trace_id", r->trace, r->trace_err);
 		printf(", \"server_trace_id\": \"%s\", \"sent\": %ld, "
 		       "\"received\": %ld, \"intact\": %s, \"local\": \"%s\", "
 		       "\"peer\": \"%s\", \"elapsed_ms\": %lld}",
 		       r->server_trace, r->sent, r->received,
-		       r->intact && !r->err ? "true" : "false", r->local,
-		       r->peer, r->elapsed_ms);
+		       r->intact && !r->err ? "true" : "false", r->local, r->peer, r->elapsed_ms);
 	}
 	printf("]}\n");
 	fflush(stdout);
@@ -547,22 +534,22 @@ static void results_json(const struct cres *res, long n)
 static int cmd_connect(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "to", required_argument, NULL, 't' },
-		{ "send", required_argument, NULL, 's' },
-		{ "reply", required_argument, NULL, 'r' },
-		{ "closer", required_argument, NULL, 'c' },
-		{ "step", no_argument, NULL, 'S' },
-		{ "count", required_argument, NULL, 'n' },
-		{ "parallel", required_argument, NULL, 'P' },
-		{ "fastopen", no_argument, NULL, 'F' },
-		{ "fastopen-connect", no_argument, NULL, 'C' },
-		{ "pause", required_argument, NULL, 'p' },
-		{ "close-delay", required_argument, NULL, 'D' },
-		{ "timeout-ms", required_argument, NULL, 'T' },
-		{ NULL, 0, NULL, 0 },
+		{"to", required_argument, NULL, 't'},
+		{"send", required_argument, NULL, 's'},
+		{"reply", required_argument, NULL, 'r'},
+		{"closer", required_argument, NULL, 'c'},
+		{"step", no_argument, NULL, 'S'},
+		{"count", required_argument, NULL, 'n'},
+		{"parallel", required_argument, NULL, 'P'},
+		{"fastopen", no_argument, NULL, 'F'},
+		{"fastopen-connect", no_argument, NULL, 'C'},
+		{"pause", required_argument, NULL, 'p'},
+		{"close-delay", required_argument, NULL, 'D'},
+		{"timeout-ms", required_argument, NULL, 'T'},
+		{NULL, 0, NULL, 0},
 	};
-	struct ccfg c = { .count = 1, .parallel = 1, .closer = 'c',
-			  .timeout_ms = DEFAULT_TIMEOUT_MS };
+	struct ccfg c = {
+		.count = 1, .parallel = 1, .closer = 'c', .timeout_ms = DEFAULT_TIMEOUT_MS};
 	const char *to = NULL;
 	struct worker *w;
 	struct cres *res;
@@ -609,8 +596,7 @@ static int cmd_connect(int argc, char **argv)
 		}
 	}
 	if (!to || optind != argc || addr_parse(to, FAM_AUTO, &c.to) ||
-	    (c.fastopen && c.fastopen_connect) ||
-	    (c.pause && c.count > 1))
+	    (c.fastopen && c.fastopen_connect) || (c.pause && c.count > 1))
 		goto usage;
 	if (c.parallel > c.count)
 		c.parallel = c.count;
@@ -639,12 +625,11 @@ static int cmd_connect(int argc, char **argv)
 	free(w);
 	return 0;
 usage:
-	fprintf(stderr,
-		"usage: smtrace connect --to ADDR:PORT [--send N] [--reply N] "
-		"[--closer client|server]\n"
-		"       [--step] [--count N] [--parallel P] "
-		"[--fastopen|--fastopen-connect]\n"
-		"       [--pause FILE] [--close-delay MS] [--timeout-ms MS]\n");
+	fprintf(stderr, "usage: smtrace connect --to ADDR:PORT [--send N] [--reply N] "
+			"[--closer client|server]\n"
+			"       [--step] [--count N] [--parallel P] "
+			"[--fastopen|--fastopen-connect]\n"
+			"       [--pause FILE] [--close-delay MS] [--timeout-ms MS]\n");
 	return 2;
 }
 
@@ -674,9 +659,9 @@ static void opt_tcp_info(int fd)
 		printf("\"tcp_info\": {\"len\": %u, \"state\": %u, "
 		       "\"options\": %u, \"snd_wscale\": %u, "
 		       "\"rcv_wscale\": %u, \"snd_mss\": %u, \"advmss\": %u, "
-		       "\"pmtu\": %u}, ", len, ti.tcpi_state, ti.tcpi_options,
-		       ti.tcpi_snd_wscale, ti.tcpi_rcv_wscale, ti.tcpi_snd_mss,
-		       ti.tcpi_advmss, ti.tcpi_pmtu);
+		       "\"pmtu\": %u}, ",
+		       len, ti.tcpi_state, ti.tcpi_options, ti.tcpi_snd_wscale, ti.tcpi_rcv_wscale,
+		       ti.tcpi_snd_mss, ti.tcpi_advmss, ti.tcpi_pmtu);
 	}
 	/* A buffer over a page: the kernel's answer, whatever BPF sees. */
 	len = sizeof(big);
@@ -694,8 +679,7 @@ static void opt_congestion(int fd)
 	if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &len))
 		printf("\"congestion\": \"%s\", ", errno_name(errno));
 	else
-		printf("\"congestion\": \"%.*s\", ", (int)strnlen(name, len),
-		       name);
+		printf("\"congestion\": \"%.*s\", ", (int)strnlen(name, len), name);
 }
 
 /* SOL_SOCKMESH with a buffer of blen bytes, or another optname. */
@@ -713,11 +697,11 @@ static void opt_sockmesh(int fd, int name, socklen_t blen, const char *key)
 static int cmd_opts(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "to", required_argument, NULL, 't' },
-		{ "timeout-ms", required_argument, NULL, 'T' },
-		{ NULL, 0, NULL, 0 },
+		{"to", required_argument, NULL, 't'},
+		{"timeout-ms", required_argument, NULL, 'T'},
+		{NULL, 0, NULL, 0},
 	};
-	struct ccfg c = { .closer = 'c', .timeout_ms = DEFAULT_TIMEOUT_MS };
+	struct ccfg c = {.closer = 'c', .timeout_ms = DEFAULT_TIMEOUT_MS};
 	const char *to = NULL;
 	long sent = 0, received = 0;
 	char line[LINE_LEN];
@@ -782,9 +766,9 @@ usage:
 static int cmd_http(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "to", required_argument, NULL, 't' },
-		{ "timeout-ms", required_argument, NULL, 'T' },
-		{ NULL, 0, NULL, 0 },
+		{"to", required_argument, NULL, 't'},
+		{"timeout-ms", required_argument, NULL, 'T'},
+		{NULL, 0, NULL, 0},
 	};
 	static const char req[] = "GET / HTTP/1.1\r\nHost: smtrace\r\n"
 				  "Connection: close\r\n\r\n";

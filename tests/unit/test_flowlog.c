@@ -34,9 +34,9 @@
 #define TS_EXAMPLE 1796304000123456789ULL
 
 static const char *const base_keys[] = {
-	"ts", "node", "event", "side", "trace_id", "src", "dst", "subset",
-	"src_subset", "src_addr", "orig_dst", "dst_addr", "proto", "verdict",
-	"reason", "rule", "pid", "comm", "cgroup", "cookie",
+	"ts",	  "node",	"event",    "side",	"trace_id", "src",    "dst",
+	"subset", "src_subset", "src_addr", "orig_dst", "dst_addr", "proto",  "verdict",
+	"reason", "rule",	"pid",	    "comm",	"cgroup",   "cookie",
 };
 
 static const char *const close_keys[] = {
@@ -50,7 +50,7 @@ static const char *const close_keys[] = {
 
 struct tmp {
 	char dir[NAME_LEN / 2];
-	char path[NAME_LEN - 32];	/* dir/log/flows.jsonl: log/ does not exist yet */
+	char path[NAME_LEN - 32]; /* dir/log/flows.jsonl: log/ does not exist yet */
 };
 
 /* --- helpers --- */
@@ -62,8 +62,7 @@ static unsigned long env_count(const char *name, unsigned long def)
 	return v && *v ? strtoul(v, NULL, 0) : def;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int type,
-		    struct FTW *ftw)
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	(void)st;
 	(void)type;
@@ -101,14 +100,14 @@ static int tmp_teardown(void **state)
 /* A record whose every field follows from cookie and event. */
 static void flow_fill(struct sm_flow *f, uint64_t cookie, const char *event)
 {
-	static const char *const verdicts[] = { "allowed", "denied", "audit" };
+	static const char *const verdicts[] = {"allowed", "denied", "audit"};
 
 	memset(f, 0, sizeof(*f));
 	f->ts_ns = TS_EXAMPLE + cookie;
 	snprintf(f->event, sizeof(f->event), "%s", event);
 	snprintf(f->side, sizeof(f->side), "%s", cookie % 2 ? "server" : "client");
-	snprintf(f->trace_id, sizeof(f->trace_id), "%016llx%016llx",
-		 0x4bf92f3577b34da6ULL, (unsigned long long)cookie);
+	snprintf(f->trace_id, sizeof(f->trace_id), "%016llx%016llx", 0x4bf92f3577b34da6ULL,
+		 (unsigned long long)cookie);
 	snprintf(f->src, sizeof(f->src), "svc%u", (unsigned int)(cookie % 5));
 	snprintf(f->dst, sizeof(f->dst), "svc%u", (unsigned int)((cookie + 1) % 5));
 	snprintf(f->subset, sizeof(f->subset), "v%u", (unsigned int)(cookie % 2 + 1));
@@ -161,8 +160,7 @@ static struct json_object *render(const struct sm_flow *f, const char *node)
 	return obj;
 }
 
-static struct json_object *member(struct json_object *obj, const char *key,
-				  enum json_type type)
+static struct json_object *member(struct json_object *obj, const char *key, enum json_type type)
 {
 	struct json_object *v = NULL;
 
@@ -200,7 +198,8 @@ static void expect_keys(struct json_object *obj, const char *const *extra, size_
 {
 	size_t i = 0, want = ARRAY_SIZE(base_keys) + n_extra;
 
-	json_object_object_foreach(obj, key, val) {
+	json_object_object_foreach(obj, key, val)
+	{
 		(void)val;
 		assert_true(i < want);
 		if (i < ARRAY_SIZE(base_keys))
@@ -217,8 +216,8 @@ static uint64_t cookie_of(struct json_object *obj)
 	return json_object_get_uint64(member(obj, "cookie", json_type_int));
 }
 
-static struct sm_flowlog *open_log(const char *path, size_t max_bytes,
-				   unsigned int keep, size_t window)
+static struct sm_flowlog *open_log(const char *path, size_t max_bytes, unsigned int keep,
+				   size_t window)
 {
 	struct sm_flowlog_opts opts = {
 		.path = path,
@@ -391,8 +390,10 @@ static void test_json_close(void **state)
 	/* a connection that never got established says so */
 	f.err = 1;
 	obj = render(&f, "node-b");
-	expect_keys(obj, (const char *const[]){ "duration_ns", "bytes_sent", "bytes_received",
-						"srtt_us", "retransmits", "error" }, 6);
+	expect_keys(obj,
+		    (const char *const[]){"duration_ns", "bytes_sent", "bytes_received", "srtt_us",
+					  "retransmits", "error"},
+		    6);
 	expect_str(obj, "error", "not_established");
 	json_object_put(obj);
 
@@ -401,7 +402,7 @@ static void test_json_close(void **state)
 	f.err = 1;
 	f.folded = 41;
 	obj = render(&f, "node-b");
-	expect_keys(obj, (const char *const[]){ "folded" }, 1);
+	expect_keys(obj, (const char *const[]){"folded"}, 1);
 	expect_int(obj, "folded", 41);
 	json_object_put(obj);
 }
@@ -418,7 +419,7 @@ static void test_json_nulls(void **state)
 	f.cgroup[0] = '\0';
 	f.rule = -1;
 	obj = render(&f, "n");
-	expect_keys(obj, (const char *const[]){ "folded" }, 1);
+	expect_keys(obj, (const char *const[]){"folded"}, 1);
 	expect_int(obj, "folded", 0);
 	expect_null(obj, "subset");
 	expect_null(obj, "src_subset");
@@ -495,8 +496,9 @@ static void test_json_bad_utf8(void **state)
 	/* a field filled to the last byte with no NUL */
 	memset(f.src, 's', sizeof(f.src));
 	obj = render(&f, "n\xff");
-	expect_str(obj, "comm", "x\xef\xbf\xbdy\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
-				"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	expect_str(obj, "comm",
+		   "x\xef\xbf\xbdy\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+		   "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
 	expect_str(obj, "node", "n\xef\xbf\xbd");
 	assert_int_equal(strlen(json_object_get_string(member(obj, "src", json_type_string))),
 			 sizeof(f.src));
@@ -747,8 +749,8 @@ static void test_write_failure(void **state)
  */
 static int short_write_child(const char *path)
 {
-	struct rlimit rl = { .rlim_cur = 1500, .rlim_max = RLIM_INFINITY };
-	struct sm_flowlog_opts opts = { .path = path, .node = "n", .window = 1 };
+	struct rlimit rl = {.rlim_cur = 1500, .rlim_max = RLIM_INFINITY};
+	struct sm_flowlog_opts opts = {.path = path, .node = "n", .window = 1};
 	struct sm_flowlog *fl;
 	struct sm_flow f;
 	int i, err = 0;
@@ -790,7 +792,7 @@ static void test_short_write(void **state)
 
 static void test_open_errors(void **state)
 {
-	struct sm_flowlog_opts opts = { .path = "/dev/null/x/flows.log", .window = 4 };
+	struct sm_flowlog_opts opts = {.path = "/dev/null/x/flows.log", .window = 4};
 	struct sm_flowlog *fl = (void *)1;
 
 	(void)state;
@@ -804,7 +806,7 @@ static void test_open_errors(void **state)
 static void test_memory_only(void **state)
 {
 	struct sm_flowlog *fl;
-	const uint64_t want[] = { 0, 1, 2 };
+	const uint64_t want[] = {0, 1, 2};
 
 	(void)state;
 	fl = open_log(NULL, 100, 2, 8);
@@ -822,7 +824,7 @@ static void test_memory_only(void **state)
 
 static void test_window_wrap(void **state)
 {
-	const uint64_t want[] = { 6, 7, 8, 9 };
+	const uint64_t want[] = {6, 7, 8, 9};
 	struct sm_flow_query q = {};
 	struct sm_flowlog *fl;
 
@@ -830,7 +832,7 @@ static void test_window_wrap(void **state)
 	fl = open_log(NULL, 0, 0, 4);
 	expect_cookies(fl, &q, NULL, 0);
 	add_range(fl, 0, 2);
-	expect_cookies(fl, &q, (const uint64_t[]){ 0, 1 }, 2);
+	expect_cookies(fl, &q, (const uint64_t[]){0, 1}, 2);
 	add_range(fl, 2, 10);
 	expect_cookies(fl, &q, want, 4);
 	q.limit = 2;
@@ -839,7 +841,7 @@ static void test_window_wrap(void **state)
 	expect_cookies(fl, &q, want, 4);
 	add_range(fl, 10, 11);
 	q.limit = 0;
-	expect_cookies(fl, &q, (const uint64_t[]){ 7, 8, 9, 10 }, 4);
+	expect_cookies(fl, &q, (const uint64_t[]){7, 8, 9, 10}, 4);
 	sm_flowlog_close(fl);
 }
 
@@ -857,33 +859,33 @@ static void test_query_filters(void **state)
 	add_range(fl, 0, 20);
 
 	q.trace_id = "4BF92F3577B34DA6000000000000000C";
-	expect_cookies(fl, &q, (const uint64_t[]){ 12 }, 1);
+	expect_cookies(fl, &q, (const uint64_t[]){12}, 1);
 	q.trace_id = "4bf92f3577b34da6000000000000000";
 	expect_cookies(fl, &q, NULL, 0);
 
-	q = (struct sm_flow_query){ .service = "svc2" };
-	expect_cookies(fl, &q, (const uint64_t[]){ 1, 2, 6, 7, 11, 12, 16, 17 }, 8);
+	q = (struct sm_flow_query){.service = "svc2"};
+	expect_cookies(fl, &q, (const uint64_t[]){1, 2, 6, 7, 11, 12, 16, 17}, 8);
 	q.limit = 3;
-	expect_cookies(fl, &q, (const uint64_t[]){ 12, 16, 17 }, 3);
-	q = (struct sm_flow_query){ .service = "svc" };
+	expect_cookies(fl, &q, (const uint64_t[]){12, 16, 17}, 3);
+	q = (struct sm_flow_query){.service = "svc"};
 	expect_cookies(fl, &q, NULL, 0);
 
-	q = (struct sm_flow_query){ .verdict = "denied" };
-	expect_cookies(fl, &q, (const uint64_t[]){ 1, 4, 7, 10, 13, 16, 19 }, 7);
+	q = (struct sm_flow_query){.verdict = "denied"};
+	expect_cookies(fl, &q, (const uint64_t[]){1, 4, 7, 10, 13, 16, 19}, 7);
 
-	q = (struct sm_flow_query){ .event = "close" };
-	expect_cookies(fl, &q, (const uint64_t[]){ 3, 7, 11, 15, 19 }, 5);
+	q = (struct sm_flow_query){.event = "close"};
+	expect_cookies(fl, &q, (const uint64_t[]){3, 7, 11, 15, 19}, 5);
 
 	/* filters combine */
-	q = (struct sm_flow_query){ .event = "close", .verdict = "denied", .service = "svc2" };
-	expect_cookies(fl, &q, (const uint64_t[]){ 7 }, 1);
-	q = (struct sm_flow_query){ .event = "close", .verdict = "denied", .limit = 1 };
-	expect_cookies(fl, &q, (const uint64_t[]){ 19 }, 1);
+	q = (struct sm_flow_query){.event = "close", .verdict = "denied", .service = "svc2"};
+	expect_cookies(fl, &q, (const uint64_t[]){7}, 1);
+	q = (struct sm_flow_query){.event = "close", .verdict = "denied", .limit = 1};
+	expect_cookies(fl, &q, (const uint64_t[]){19}, 1);
 
 	/* an empty parameter (?verdict=) means any */
-	q = (struct sm_flow_query){ .trace_id = "", .service = "", .verdict = "", .event = "",
-				    .limit = 2 };
-	expect_cookies(fl, &q, (const uint64_t[]){ 18, 19 }, 2);
+	q = (struct sm_flow_query){
+		.trace_id = "", .service = "", .verdict = "", .event = "", .limit = 2};
+	expect_cookies(fl, &q, (const uint64_t[]){18, 19}, 2);
 	sm_flowlog_close(fl);
 }
 
@@ -904,7 +906,8 @@ static void test_query_objects(void **state)
 	assert_int_equal(sm_flow_to_json(&f, "node-a", line, sizeof(line)), 0);
 	assert_string_equal(json_object_to_json_string_ext(json_object_array_get_idx(arr, 3),
 							   JSON_C_TO_STRING_PLAIN |
-							   JSON_C_TO_STRING_NOSLASHESCAPE), line);
+								   JSON_C_TO_STRING_NOSLASHESCAPE),
+			    line);
 	expect_keys(json_object_array_get_idx(arr, 3), close_keys, ARRAY_SIZE(close_keys));
 	expect_keys(json_object_array_get_idx(arr, 2), NULL, 0);
 	json_object_put(arr);
@@ -917,8 +920,8 @@ struct stress {
 	struct sm_flowlog *fl;
 	unsigned long records;
 	unsigned long queries;
-	int done;		/* the writer finished */
-	int bad;		/* a reader saw something wrong */
+	int done; /* the writer finished */
+	int bad;  /* a reader saw something wrong */
 	unsigned long seen;
 	pthread_mutex_t lock;
 };
@@ -973,7 +976,7 @@ static int stress_check_one(struct json_object *obj, const struct sm_flow_query 
 		return -1;
 	snprintf(got, sizeof(got), "%s",
 		 json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
-						     JSON_C_TO_STRING_NOSLASHESCAPE));
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
 	if (strcmp(want, got))
 		return -1;
 	if (q->service && strcmp(q->service, f.src) && strcmp(q->service, f.dst))
@@ -997,8 +1000,8 @@ static int stress_check(const char *json, size_t len, const struct sm_flow_query
 		err = -1;
 	for (i = 0; i < n && !err; i++) {
 		err = stress_check_one(json_object_array_get_idx(arr, i), q);
-		c = json_object_get_uint64(json_object_object_get(json_object_array_get_idx(arr, i),
-								  "cookie"));
+		c = json_object_get_uint64(
+			json_object_object_get(json_object_array_get_idx(arr, i), "cookie"));
 		if (i && c <= prev)
 			err = -1;
 		prev = c;
@@ -1010,10 +1013,10 @@ static int stress_check(const char *json, size_t len, const struct sm_flow_query
 static void *stress_reader(void *arg)
 {
 	static const struct sm_flow_query qs[] = {
-		{ .limit = 0 },
-		{ .service = "svc3", .limit = 50 },
-		{ .event = "close" },
-		{ .limit = 7 },
+		{.limit = 0},
+		{.service = "svc3", .limit = 50},
+		{.event = "close"},
+		{.limit = 7},
 	};
 	struct stress *s = arg;
 	unsigned long i;
@@ -1072,8 +1075,7 @@ static void test_concurrent(void **state)
 		check_file(name, &next);
 	check_file(t->path, &next);
 	assert_int_equal(next, s.records);
-	print_message("concurrent: %lu records, %lu bytes of answers checked\n", s.records,
-		      s.seen);
+	print_message("concurrent: %lu records, %lu bytes of answers checked\n", s.records, s.seen);
 }
 
 /* --- speed --- */

@@ -27,7 +27,7 @@
 #include "http.h"
 #include "log.h"
 
-#define TOKEN "s3cret-t0ken"
+#define TOKEN	 "s3cret-t0ken"
 #define MAX_BODY (256 * 1024)
 
 /*
@@ -40,7 +40,7 @@ struct seen {
 	int body_terminated;
 };
 
-static struct seen g_seen = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static struct seen g_seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int seen_get(const int *field)
 {
@@ -119,29 +119,26 @@ static int h_fail(const struct sm_http_req *req, struct sm_http_resp *resp, void
 }
 
 static const struct sm_http_route routes[] = {
-	{ "GET", "/hello", h_hello, false },
-	{ "GET", "/query", h_query, false },
-	{ "PUT", "/echo", h_echo, false },
-	{ "POST", "/echo", h_echo, false },
-	{ "GET", "/secret", h_secret, true },
-	{ "GET", "/fail", h_fail, false },
+	{"GET", "/hello", h_hello, false},  {"GET", "/query", h_query, false},
+	{"PUT", "/echo", h_echo, false},    {"POST", "/echo", h_echo, false},
+	{"GET", "/secret", h_secret, true}, {"GET", "/fail", h_fail, false},
 };
 
 /* --- a tiny HTTP client --- */
 
 struct reply {
-	char *raw;		/* everything the server sent */
+	char *raw; /* everything the server sent */
 	size_t len;
-	int status;		/* 0: no status line */
-	const char *body;	/* inside raw */
+	int status;	  /* 0: no status line */
+	const char *body; /* inside raw */
 	size_t body_len;
 };
 
 static int connect_to(int family, uint16_t port)
 {
-	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
-	struct timeval tv = { .tv_sec = 10 };
+	struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct timeval tv = {.tv_sec = 10};
 	int fd, err;
 
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -204,8 +201,7 @@ static void read_reply(int fd, struct reply *r)
 	close(fd);
 }
 
-static void request_n(int family, uint16_t port, const char *req, size_t len,
-		      struct reply *r)
+static void request_n(int family, uint16_t port, const char *req, size_t len, struct reply *r)
 {
 	int fd = connect_to(family, port);
 
@@ -268,8 +264,8 @@ static struct sm_http *start(const struct sm_http_opts *opts)
 {
 	struct sm_http *h = NULL;
 
-	assert_int_equal(sm_http_start(&h, opts, routes, sizeof(routes) / sizeof(routes[0]),
-				       &g_seen), 0);
+	assert_int_equal(
+		sm_http_start(&h, opts, routes, sizeof(routes) / sizeof(routes[0]), &g_seen), 0);
 	assert_non_null(h);
 	assert_int_not_equal(sm_http_port(h), 0);
 	return h;
@@ -278,7 +274,9 @@ static struct sm_http *start(const struct sm_http_opts *opts)
 static int setup(void **state)
 {
 	struct sm_http_opts opts = {
-		.listen = "127.0.0.1:0", .token = TOKEN, .max_body = MAX_BODY,
+		.listen = "127.0.0.1:0",
+		.token = TOKEN,
+		.max_body = MAX_BODY,
 	};
 
 	*state = start(&opts);
@@ -304,8 +302,7 @@ static void test_ok(void **state)
 	char v[64];
 	pid_t tid;
 
-	request(port_of(state), "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-		&r);
+	request(port_of(state), "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
 	assert_int_equal(r.status, 200);
 	assert_true(header(&r, "Content-Type", v, sizeof(v)));
 	assert_string_equal(v, "text/plain");
@@ -319,8 +316,7 @@ static void test_ok(void **state)
 	reply_free(&r);
 
 	/* HEAD is served by the GET route, without a body. */
-	request(port_of(state), "HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-		&r);
+	request(port_of(state), "HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
 	assert_int_equal(r.status, 200);
 	assert_int_equal(r.body_len, 0);
 	reply_free(&r);
@@ -332,8 +328,10 @@ static void expect_query(uint16_t port, const char *target, const char *want)
 	struct reply r;
 	char req[512];
 
-	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nUser-Agent: t/1\r\n"
-		 "Connection: close\r\n\r\n", target);
+	snprintf(req, sizeof(req),
+		 "GET %s HTTP/1.1\r\nHost: x\r\nUser-Agent: t/1\r\n"
+		 "Connection: close\r\n\r\n",
+		 target);
 	request(port, req, &r);
 	assert_int_equal(r.status, 200);
 	obj = json_tokener_parse(r.body);
@@ -364,14 +362,12 @@ static void test_not_found(void **state)
 {
 	struct reply r;
 
-	request(port_of(state), "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-		&r);
+	request(port_of(state), "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
 	expect_error(&r, 404);
 	reply_free(&r);
 
 	/* Paths are exact. */
-	request(port_of(state), "GET /hello/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-		&r);
+	request(port_of(state), "GET /hello/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
 	expect_error(&r, 404);
 	reply_free(&r);
 }
@@ -388,8 +384,7 @@ static void test_method(void **state)
 	assert_string_equal(allow, "GET, HEAD");
 	reply_free(&r);
 
-	request(port_of(state), "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-		&r);
+	request(port_of(state), "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
 	expect_error(&r, 405);
 	assert_true(header(&r, "Allow", allow, sizeof(allow)));
 	assert_string_equal(allow, "PUT, POST");
@@ -448,7 +443,7 @@ static void test_auth(void **state)
 /* Without a configured token, no route asks for one. */
 static void test_no_token(void **state)
 {
-	struct sm_http_opts opts = { .listen = "127.0.0.1:0", .token = "" };
+	struct sm_http_opts opts = {.listen = "127.0.0.1:0", .token = ""};
 	struct sm_http *h = start(&opts);
 
 	(void)state;
@@ -474,8 +469,10 @@ static void put_body(uint16_t port, const char *method, size_t len, int want)
 	struct reply r;
 	int fd;
 
-	snprintf(head, sizeof(head), "%s /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n"
-		 "Connection: close\r\n\r\n", method, len);
+	snprintf(head, sizeof(head),
+		 "%s /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n"
+		 "Connection: close\r\n\r\n",
+		 method, len);
 	fd = connect_to(AF_INET, port);
 	assert_true(send_all(fd, head, strlen(head)));
 	/* On a 413 the server may close before taking it all. */
@@ -544,17 +541,21 @@ static void test_chunked(void **state)
 /* The default limit is 4 MiB, refused from the header alone. */
 static void test_default_limit(void **state)
 {
-	struct sm_http_opts opts = { .listen = "127.0.0.1:0" };
+	struct sm_http_opts opts = {.listen = "127.0.0.1:0"};
 	struct sm_http *h = start(&opts);
 	struct reply r;
 
 	(void)state;
-	request(sm_http_port(h), "PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4194305\r\n"
-		"Connection: close\r\n\r\n", &r);
+	request(sm_http_port(h),
+		"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4194305\r\n"
+		"Connection: close\r\n\r\n",
+		&r);
 	expect_error(&r, 413);
 	reply_free(&r);
-	request(sm_http_port(h), "PUT /echo HTTP/1.1\r\nHost: x\r\n"
-		"Content-Length: 99999999999999999999999\r\nConnection: close\r\n\r\n", &r);
+	request(sm_http_port(h),
+		"PUT /echo HTTP/1.1\r\nHost: x\r\n"
+		"Content-Length: 99999999999999999999999\r\nConnection: close\r\n\r\n",
+		&r);
 	assert_true(r.status >= 400 && r.status < 500);
 	reply_free(&r);
 	sm_http_stop(h);
@@ -618,9 +619,9 @@ static void test_garbage(void **state)
 	GARBAGE(port, "\x01\x02\xff\r\n\r\n");
 	GARBAGE(port, "PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n");
 	GARBAGE(port, "PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-		"Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n");
+		      "Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n");
 	GARBAGE(port, "PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-		"zz\r\n\r\n");
+		      "zz\r\n\r\n");
 
 	/* One header far over the per-connection memory. */
 	huge = malloc(big + 64);
@@ -639,7 +640,7 @@ static void test_garbage(void **state)
 /* Stopping with an idle connection open neither hangs nor leaks. */
 static void test_stop_with_open_conn(void **state)
 {
-	struct sm_http_opts opts = { .listen = "127.0.0.1:0" };
+	struct sm_http_opts opts = {.listen = "127.0.0.1:0"};
 	struct sm_http *h = start(&opts);
 	char buf[16];
 	int fd;
@@ -657,7 +658,7 @@ static void test_stop_with_open_conn(void **state)
 
 static void test_ipv6(void **state)
 {
-	struct sm_http_opts opts = { .listen = "[::1]:0" };
+	struct sm_http_opts opts = {.listen = "[::1]:0"};
 	struct sm_http *h = NULL;
 	struct reply r;
 	int fd;
@@ -700,10 +701,26 @@ static void expect_listen(const char *s, int family, uint16_t port)
 static void test_parse_listen(void **state)
 {
 	static const char *const bad[] = {
-		"", ":80", "127.0.0.1", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:65536",
-		"127.0.0.1:-1", "127.0.0.1:+1", "127.0.0.1: 1", "127.0.0.1:80x", "::1:80",
-		"[::1]", "[::1:80", "::1]:80", "[127.0.0.1]:80", "localhost:80", "[]:80",
-		"1.2.3:80", "[fe80::1%lo]:80", "127.0.0.1:99999999999999999999",
+		"",
+		":80",
+		"127.0.0.1",
+		"127.0.0.1:",
+		"127.0.0.1:x",
+		"127.0.0.1:65536",
+		"127.0.0.1:-1",
+		"127.0.0.1:+1",
+		"127.0.0.1: 1",
+		"127.0.0.1:80x",
+		"::1:80",
+		"[::1]",
+		"[::1:80",
+		"::1]:80",
+		"[127.0.0.1]:80",
+		"localhost:80",
+		"[]:80",
+		"1.2.3:80",
+		"[fe80::1%lo]:80",
+		"127.0.0.1:99999999999999999999",
 	};
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -724,7 +741,7 @@ static void test_parse_listen(void **state)
 
 static void test_start_errors(void **state)
 {
-	struct sm_http_opts opts = { .listen = "127.0.0.1:0" };
+	struct sm_http_opts opts = {.listen = "127.0.0.1:0"};
 	struct sm_http *h = NULL, *h2 = NULL;
 	char busy[32];
 
@@ -767,7 +784,7 @@ static void test_tls(void **state)
 {
 	char dir[] = "/tmp/test_http.XXXXXX";
 	char cert[64], key[64], cmd[512];
-	struct sm_http_opts opts = { .listen = "127.0.0.1:0", .token = TOKEN };
+	struct sm_http_opts opts = {.listen = "127.0.0.1:0", .token = TOKEN};
 	struct sm_http *h = NULL;
 
 	(void)state;
@@ -778,15 +795,18 @@ static void test_tls(void **state)
 	assert_non_null(mkdtemp(dir));
 	snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
 	snprintf(key, sizeof(key), "%s/key.pem", dir);
-	snprintf(cmd, sizeof(cmd), "openssl req -x509 -newkey ec "
+	snprintf(cmd, sizeof(cmd),
+		 "openssl req -x509 -newkey ec "
 		 "-pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost "
-		 "-keyout %s -out %s 2>/dev/null", key, cert);
+		 "-keyout %s -out %s 2>/dev/null",
+		 key, cert);
 	assert_int_equal(run(cmd), 0);
 
 	opts.tls_cert = cert;
 	opts.tls_key = key;
 	h = start(&opts);
-	snprintf(cmd, sizeof(cmd), "curl -sfk -o /dev/null -H 'Authorization: Bearer %s' "
+	snprintf(cmd, sizeof(cmd),
+		 "curl -sfk -o /dev/null -H 'Authorization: Bearer %s' "
 		 "https://127.0.0.1:%u/secret -w '%%{http_code}' | grep -qx 418",
 		 TOKEN, sm_http_port(h));
 	assert_int_equal(run(cmd), 0);
@@ -800,8 +820,10 @@ static void test_tls(void **state)
 	sm_http_stop(h);
 
 	/* A key that is not the certificate's. */
-	snprintf(cmd, sizeof(cmd), "openssl genpkey -algorithm EC "
-		 "-pkeyopt ec_paramgen_curve:prime256v1 -out %s 2>/dev/null", key);
+	snprintf(cmd, sizeof(cmd),
+		 "openssl genpkey -algorithm EC "
+		 "-pkeyopt ec_paramgen_curve:prime256v1 -out %s 2>/dev/null",
+		 key);
 	assert_int_equal(run(cmd), 0);
 	h = NULL;
 	assert_true(sm_http_start(&h, &opts, routes, 1, NULL) < 0);
@@ -815,16 +837,11 @@ static void test_tls(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_listen),
-		cmocka_unit_test(test_ok),
-		cmocka_unit_test(test_query),
-		cmocka_unit_test(test_not_found),
-		cmocka_unit_test(test_method),
-		cmocka_unit_test(test_auth),
-		cmocka_unit_test(test_body),
-		cmocka_unit_test(test_chunked),
-		cmocka_unit_test(test_handler_fails),
-		cmocka_unit_test(test_garbage),
+		cmocka_unit_test(test_parse_listen),  cmocka_unit_test(test_ok),
+		cmocka_unit_test(test_query),	      cmocka_unit_test(test_not_found),
+		cmocka_unit_test(test_method),	      cmocka_unit_test(test_auth),
+		cmocka_unit_test(test_body),	      cmocka_unit_test(test_chunked),
+		cmocka_unit_test(test_handler_fails), cmocka_unit_test(test_garbage),
 	};
 	const struct CMUnitTest alone[] = {
 		cmocka_unit_test(test_no_token),

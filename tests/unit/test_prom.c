@@ -52,20 +52,21 @@ static void test_counter_labels(void **state)
 	f = sm_prom_family(w, "sockmesh_connections_total", SM_PROM_COUNTER,
 			   "Connections by verdict.");
 	assert_non_null(f);
-	assert_int_equal(sm_prom_u64(f, SM_PROM_LABELS({ "src", "frontend" },
-						       { "dst", "reviews" },
-						       { "verdict", "allowed" }), 42), 0);
-	assert_int_equal(sm_prom_u64(f, SM_PROM_LABELS({ "src", "world" },
-						       { "dst", "" },
-						       { "verdict", "denied" }),
-				     UINT64_MAX), 0);
-	expect_text(w,
-		    "# HELP sockmesh_connections_total Connections by verdict.\n"
-		    "# TYPE sockmesh_connections_total counter\n"
-		    "sockmesh_connections_total{src=\"frontend\",dst=\"reviews\","
-		    "verdict=\"allowed\"} 42\n"
-		    "sockmesh_connections_total{src=\"world\",dst=\"\","
-		    "verdict=\"denied\"} 18446744073709551615\n");
+	assert_int_equal(sm_prom_u64(f,
+				     SM_PROM_LABELS({"src", "frontend"}, {"dst", "reviews"},
+						    {"verdict", "allowed"}),
+				     42),
+			 0);
+	assert_int_equal(
+		sm_prom_u64(f, SM_PROM_LABELS({"src", "world"}, {"dst", ""}, {"verdict", "denied"}),
+			    UINT64_MAX),
+		0);
+	expect_text(w, "# HELP sockmesh_connections_total Connections by verdict.\n"
+		       "# TYPE sockmesh_connections_total counter\n"
+		       "sockmesh_connections_total{src=\"frontend\",dst=\"reviews\","
+		       "verdict=\"allowed\"} 42\n"
+		       "sockmesh_connections_total{src=\"world\",dst=\"\","
+		       "verdict=\"denied\"} 18446744073709551615\n");
 	sm_prom_free(w);
 }
 
@@ -78,10 +79,9 @@ static void test_gauge_no_labels(void **state)
 	f = sm_prom_family(w, "sockmesh_policy_generation", SM_PROM_GAUGE,
 			   "Generation of the policy in force.");
 	assert_int_equal(sm_prom_u64(f, NULL, 0, 0), 0);
-	expect_text(w,
-		    "# HELP sockmesh_policy_generation Generation of the policy in force.\n"
-		    "# TYPE sockmesh_policy_generation gauge\n"
-		    "sockmesh_policy_generation 0\n");
+	expect_text(w, "# HELP sockmesh_policy_generation Generation of the policy in force.\n"
+		       "# TYPE sockmesh_policy_generation gauge\n"
+		       "sockmesh_policy_generation 0\n");
 	sm_prom_free(w);
 }
 
@@ -128,15 +128,14 @@ static void test_double_samples(void **state)
 
 	(void)state;
 	f = sm_prom_family(w, "x_ratio", SM_PROM_GAUGE, "A ratio.");
-	sm_prom_double(f, SM_PROM_LABELS({ "k", "a" }), 0.25);
-	sm_prom_double(f, SM_PROM_LABELS({ "k", "b" }), NAN);
-	sm_prom_double(f, SM_PROM_LABELS({ "k", "c" }), -INFINITY);
-	expect_text(w,
-		    "# HELP x_ratio A ratio.\n"
-		    "# TYPE x_ratio gauge\n"
-		    "x_ratio{k=\"a\"} 0.25\n"
-		    "x_ratio{k=\"b\"} NaN\n"
-		    "x_ratio{k=\"c\"} -Inf\n");
+	sm_prom_double(f, SM_PROM_LABELS({"k", "a"}), 0.25);
+	sm_prom_double(f, SM_PROM_LABELS({"k", "b"}), NAN);
+	sm_prom_double(f, SM_PROM_LABELS({"k", "c"}), -INFINITY);
+	expect_text(w, "# HELP x_ratio A ratio.\n"
+		       "# TYPE x_ratio gauge\n"
+		       "x_ratio{k=\"a\"} 0.25\n"
+		       "x_ratio{k=\"b\"} NaN\n"
+		       "x_ratio{k=\"c\"} -Inf\n");
 	sm_prom_free(w);
 }
 
@@ -147,22 +146,20 @@ static void test_escaping(void **state)
 
 	(void)state;
 	/* Help escapes backslash and newline but keeps the double quote. */
-	f = sm_prom_family(w, "esc_total", SM_PROM_COUNTER,
-			   "Back\\slash \"quoted\"\nsecond line.");
-	sm_prom_u64(f, SM_PROM_LABELS({ "v", "a\\b\"c\nd" }), 1);
+	f = sm_prom_family(w, "esc_total", SM_PROM_COUNTER, "Back\\slash \"quoted\"\nsecond line.");
+	sm_prom_u64(f, SM_PROM_LABELS({"v", "a\\b\"c\nd"}), 1);
 	/* Valid UTF-8 passes; a stray byte and a surrogate become U+FFFD. */
-	sm_prom_u64(f, SM_PROM_LABELS({ "v", "caf\xc3\xa9 \xff." }), 2);
-	sm_prom_u64(f, SM_PROM_LABELS({ "v", "\xed\xa0\x80" }), 3);
-	sm_prom_u64(f, SM_PROM_LABELS({ "v", "\xc0\xaf" }), 4);
-	sm_prom_u64(f, SM_PROM_LABELS({ "v", "\xe2\x82" }), 5);
-	expect_text(w,
-		    "# HELP esc_total Back\\\\slash \"quoted\"\\nsecond line.\n"
-		    "# TYPE esc_total counter\n"
-		    "esc_total{v=\"a\\\\b\\\"c\\nd\"} 1\n"
-		    "esc_total{v=\"caf\xc3\xa9 \xef\xbf\xbd.\"} 2\n"
-		    "esc_total{v=\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"} 3\n"
-		    "esc_total{v=\"\xef\xbf\xbd\xef\xbf\xbd\"} 4\n"
-		    "esc_total{v=\"\xef\xbf\xbd\xef\xbf\xbd\"} 5\n");
+	sm_prom_u64(f, SM_PROM_LABELS({"v", "caf\xc3\xa9 \xff."}), 2);
+	sm_prom_u64(f, SM_PROM_LABELS({"v", "\xed\xa0\x80"}), 3);
+	sm_prom_u64(f, SM_PROM_LABELS({"v", "\xc0\xaf"}), 4);
+	sm_prom_u64(f, SM_PROM_LABELS({"v", "\xe2\x82"}), 5);
+	expect_text(w, "# HELP esc_total Back\\\\slash \"quoted\"\\nsecond line.\n"
+		       "# TYPE esc_total counter\n"
+		       "esc_total{v=\"a\\\\b\\\"c\\nd\"} 1\n"
+		       "esc_total{v=\"caf\xc3\xa9 \xef\xbf\xbd.\"} 2\n"
+		       "esc_total{v=\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"} 3\n"
+		       "esc_total{v=\"\xef\xbf\xbd\xef\xbf\xbd\"} 4\n"
+		       "esc_total{v=\"\xef\xbf\xbd\xef\xbf\xbd\"} 5\n");
 	sm_prom_free(w);
 }
 
@@ -170,33 +167,32 @@ static void test_escaping(void **state)
 
 static void test_histogram(void **state)
 {
-	static const double bounds[] = { 0.005, 0.1, 1, 2.5 };
-	static const uint64_t counts[] = { 1, 3, 3, 7 };
+	static const double bounds[] = {0.005, 0.1, 1, 2.5};
+	static const uint64_t counts[] = {1, 3, 3, 7};
 	struct sm_prom_hist h = {
-		.bounds = bounds, .counts = counts, .n = 4, .sum = 9.75, .count = 9,
+		.bounds = bounds,
+		.counts = counts,
+		.n = 4,
+		.sum = 9.75,
+		.count = 9,
 	};
-	struct sm_prom_hist empty = { .sum = 0, .count = 0 };
+	struct sm_prom_hist empty = {.sum = 0, .count = 0};
 	struct sm_prom *w = sm_prom_new();
 	struct sm_prom_family *f;
 
 	(void)state;
 	f = sm_prom_family(w, DUR, SM_PROM_HISTOGRAM, "Duration of closed connections.");
-	assert_int_equal(sm_prom_histogram(f, SM_PROM_LABELS({ "src", "a" },
-							     { "dst", "b" }), &h), 0);
+	assert_int_equal(sm_prom_histogram(f, SM_PROM_LABELS({"src", "a"}, {"dst", "b"}), &h), 0);
 	assert_int_equal(sm_prom_histogram(f, NULL, 0, &empty), 0);
-	expect_text(w,
-		    "# HELP " DUR " Duration of closed connections.\n"
-		    "# TYPE " DUR " histogram\n"
-		    DUR "_bucket{src=\"a\",dst=\"b\",le=\"0.005\"} 1\n"
-		    DUR "_bucket{src=\"a\",dst=\"b\",le=\"0.1\"} 3\n"
-		    DUR "_bucket{src=\"a\",dst=\"b\",le=\"1\"} 3\n"
-		    DUR "_bucket{src=\"a\",dst=\"b\",le=\"2.5\"} 7\n"
-		    DUR "_bucket{src=\"a\",dst=\"b\",le=\"+Inf\"} 9\n"
-		    DUR "_sum{src=\"a\",dst=\"b\"} 9.75\n"
-		    DUR "_count{src=\"a\",dst=\"b\"} 9\n"
-		    DUR "_bucket{le=\"+Inf\"} 0\n"
-		    DUR "_sum 0\n"
-		    DUR "_count 0\n");
+	expect_text(w, "# HELP " DUR " Duration of closed connections.\n"
+		       "# TYPE " DUR " histogram\n" DUR
+		       "_bucket{src=\"a\",dst=\"b\",le=\"0.005\"} 1\n" DUR
+		       "_bucket{src=\"a\",dst=\"b\",le=\"0.1\"} 3\n" DUR
+		       "_bucket{src=\"a\",dst=\"b\",le=\"1\"} 3\n" DUR
+		       "_bucket{src=\"a\",dst=\"b\",le=\"2.5\"} 7\n" DUR
+		       "_bucket{src=\"a\",dst=\"b\",le=\"+Inf\"} 9\n" DUR
+		       "_sum{src=\"a\",dst=\"b\"} 9.75\n" DUR "_count{src=\"a\",dst=\"b\"} 9\n" DUR
+		       "_bucket{le=\"+Inf\"} 0\n" DUR "_sum 0\n" DUR "_count 0\n");
 	sm_prom_free(w);
 }
 
@@ -209,34 +205,32 @@ static void test_grouping(void **state)
 	(void)state;
 	a = sm_prom_family(w, "a_bytes_total", SM_PROM_COUNTER, "A.");
 	b = sm_prom_family(w, "b_entries", SM_PROM_GAUGE, "B.");
-	sm_prom_u64(a, SM_PROM_LABELS({ "x", "1" }), 1);
-	sm_prom_u64(b, SM_PROM_LABELS({ "x", "1" }), 10);
+	sm_prom_u64(a, SM_PROM_LABELS({"x", "1"}), 1);
+	sm_prom_u64(b, SM_PROM_LABELS({"x", "1"}), 10);
 	again = sm_prom_family(w, "a_bytes_total", SM_PROM_COUNTER, "Other help.");
 	assert_ptr_equal(again, a);
-	sm_prom_u64(again, SM_PROM_LABELS({ "x", "2" }), 2);
-	sm_prom_u64(b, SM_PROM_LABELS({ "x", "2" }), 20);
-	expect_text(w,
-		    "# HELP a_bytes_total A.\n"
-		    "# TYPE a_bytes_total counter\n"
-		    "a_bytes_total{x=\"1\"} 1\n"
-		    "a_bytes_total{x=\"2\"} 2\n"
-		    "# HELP b_entries B.\n"
-		    "# TYPE b_entries gauge\n"
-		    "b_entries{x=\"1\"} 10\n"
-		    "b_entries{x=\"2\"} 20\n");
+	sm_prom_u64(again, SM_PROM_LABELS({"x", "2"}), 2);
+	sm_prom_u64(b, SM_PROM_LABELS({"x", "2"}), 20);
+	expect_text(w, "# HELP a_bytes_total A.\n"
+		       "# TYPE a_bytes_total counter\n"
+		       "a_bytes_total{x=\"1\"} 1\n"
+		       "a_bytes_total{x=\"2\"} 2\n"
+		       "# HELP b_entries B.\n"
+		       "# TYPE b_entries gauge\n"
+		       "b_entries{x=\"1\"} 10\n"
+		       "b_entries{x=\"2\"} 20\n");
 
 	/* The writer stays usable after sm_prom_text(). */
-	sm_prom_u64(a, SM_PROM_LABELS({ "x", "3" }), 3);
-	expect_text(w,
-		    "# HELP a_bytes_total A.\n"
-		    "# TYPE a_bytes_total counter\n"
-		    "a_bytes_total{x=\"1\"} 1\n"
-		    "a_bytes_total{x=\"2\"} 2\n"
-		    "a_bytes_total{x=\"3\"} 3\n"
-		    "# HELP b_entries B.\n"
-		    "# TYPE b_entries gauge\n"
-		    "b_entries{x=\"1\"} 10\n"
-		    "b_entries{x=\"2\"} 20\n");
+	sm_prom_u64(a, SM_PROM_LABELS({"x", "3"}), 3);
+	expect_text(w, "# HELP a_bytes_total A.\n"
+		       "# TYPE a_bytes_total counter\n"
+		       "a_bytes_total{x=\"1\"} 1\n"
+		       "a_bytes_total{x=\"2\"} 2\n"
+		       "a_bytes_total{x=\"3\"} 3\n"
+		       "# HELP b_entries B.\n"
+		       "# TYPE b_entries gauge\n"
+		       "b_entries{x=\"1\"} 10\n"
+		       "b_entries{x=\"2\"} 20\n");
 	sm_prom_free(w);
 }
 
@@ -283,11 +277,11 @@ static void test_bad_names(void **state)
 
 static void test_bad_samples(void **state)
 {
-	static const double bounds[] = { 1, 0.5 };
-	static const double inf_bound[] = { 1, INFINITY };
-	static const uint64_t counts[] = { 1, 2 };
-	static const uint64_t down[] = { 2, 1 };
-	struct sm_prom_hist h = { .bounds = bounds, .counts = counts, .n = 2, .count = 2 };
+	static const double bounds[] = {1, 0.5};
+	static const double inf_bound[] = {1, INFINITY};
+	static const uint64_t counts[] = {1, 2};
+	static const uint64_t down[] = {2, 1};
+	struct sm_prom_hist h = {.bounds = bounds, .counts = counts, .n = 2, .count = 2};
 	struct sm_prom_label many[SM_PROM_MAX_LABELS + 1];
 	char names[SM_PROM_MAX_LABELS + 1][8];
 	struct sm_prom_family *c, *g, *hi;
@@ -302,24 +296,24 @@ static void test_bad_samples(void **state)
 		many[i].value = "v";
 	}
 
-#define FRESH()									\
-	do {									\
-		sm_prom_free(w);						\
-		w = sm_prom_new();						\
-		c = sm_prom_family(w, "c_total", SM_PROM_COUNTER, "c");	\
-		g = sm_prom_family(w, "g", SM_PROM_GAUGE, "g");			\
-		hi = sm_prom_family(w, "h_seconds", SM_PROM_HISTOGRAM, "h");	\
+#define FRESH()                                                              \
+	do {                                                                 \
+		sm_prom_free(w);                                             \
+		w = sm_prom_new();                                           \
+		c = sm_prom_family(w, "c_total", SM_PROM_COUNTER, "c");      \
+		g = sm_prom_family(w, "g", SM_PROM_GAUGE, "g");              \
+		hi = sm_prom_family(w, "h_seconds", SM_PROM_HISTOGRAM, "h"); \
 	} while (0)
 
 	w = NULL;
 	FRESH();
-	expect_sticky(w, sm_prom_u64(c, SM_PROM_LABELS({ "9x", "v" }), 1));
+	expect_sticky(w, sm_prom_u64(c, SM_PROM_LABELS({"9x", "v"}), 1));
 	FRESH();
-	expect_sticky(w, sm_prom_u64(c, SM_PROM_LABELS({ "__name__", "v" }), 1));
+	expect_sticky(w, sm_prom_u64(c, SM_PROM_LABELS({"__name__", "v"}), 1));
 	FRESH();
-	expect_sticky(w, sm_prom_u64(c, SM_PROM_LABELS({ "a", "v" }, { "a", "w" }), 1));
+	expect_sticky(w, sm_prom_u64(c, SM_PROM_LABELS({"a", "v"}, {"a", "w"}), 1));
 	FRESH();
-	expect_sticky(w, sm_prom_u64(c, SM_PROM_LABELS({ "a", NULL }), 1));
+	expect_sticky(w, sm_prom_u64(c, SM_PROM_LABELS({"a", NULL}), 1));
 	FRESH();
 	expect_sticky(w, sm_prom_u64(c, NULL, 1, 1));
 	FRESH();
@@ -335,7 +329,7 @@ static void test_bad_samples(void **state)
 	h.bounds = inf_bound;
 	expect_sticky(w, sm_prom_histogram(hi, NULL, 0, &h));
 	FRESH();
-	h.bounds = (const double[]){ 1, 2 };
+	h.bounds = (const double[]){1, 2};
 	h.counts = down;
 	expect_sticky(w, sm_prom_histogram(hi, NULL, 0, &h));
 	FRESH();
@@ -344,14 +338,14 @@ static void test_bad_samples(void **state)
 	expect_sticky(w, sm_prom_histogram(hi, NULL, 0, &h));
 	FRESH();
 	h.count = 2;
-	expect_sticky(w, sm_prom_histogram(hi, SM_PROM_LABELS({ "le", "1" }), &h));
+	expect_sticky(w, sm_prom_histogram(hi, SM_PROM_LABELS({"le", "1"}), &h));
 	FRESH();
 	assert_null(sm_prom_family(w, "g", SM_PROM_COUNTER, "g"));
 	expect_sticky(w, sm_prom_u64(NULL, NULL, 0, 1));
 
 	/* With the inputs fixed, the same calls work. */
 	FRESH();
-	assert_int_equal(sm_prom_histogram(hi, SM_PROM_LABELS({ "lee", "1" }), &h), 0);
+	assert_int_equal(sm_prom_histogram(hi, SM_PROM_LABELS({"lee", "1"}), &h), 0);
 	assert_int_equal(sm_prom_u64(g, many, SM_PROM_MAX_LABELS, 1), 0);
 	assert_int_equal(sm_prom_text(w, &text, &len), 0);
 	free(text);
@@ -362,10 +356,14 @@ static void test_bad_samples(void **state)
 /* A writer holding one of each kind of family the agent exports. */
 static struct sm_prom *representative(void)
 {
-	static const double bounds[] = { 0.001, 0.01, 0.1, 1, 10, 60 };
-	static const uint64_t counts[] = { 2, 5, 9, 9, 12, 12 };
+	static const double bounds[] = {0.001, 0.01, 0.1, 1, 10, 60};
+	static const uint64_t counts[] = {2, 5, 9, 9, 12, 12};
 	const struct sm_prom_hist h = {
-		.bounds = bounds, .counts = counts, .n = 6, .sum = 37.25, .count = 13,
+		.bounds = bounds,
+		.counts = counts,
+		.n = 6,
+		.sum = 37.25,
+		.count = 13,
 	};
 	struct sm_prom *w = sm_prom_new();
 	struct sm_prom_family *conn, *bytes, *dur, *gen, *att;
@@ -382,20 +380,26 @@ static struct sm_prom *representative(void)
 			     "1 when the hook's program is attached \"where it should be\".");
 
 	/* Interleaved, as a walk over one map would add them. */
-	sm_prom_u64(conn, SM_PROM_LABELS({ "src", "frontend" }, { "dst", "reviews" },
-					 { "verdict", "allowed" }), 1200);
-	sm_prom_u64(bytes, SM_PROM_LABELS({ "src", "frontend" }, { "dst", "reviews" },
-					  { "direction", "sent" }), 99);
-	sm_prom_histogram(dur, SM_PROM_LABELS({ "src", "frontend" }, { "dst", "reviews" }), &h);
-	sm_prom_u64(conn, SM_PROM_LABELS({ "src", "we\"ird\\na\nme" }, { "dst", "\xff" },
-					 { "verdict", "denied" }), 3);
-	sm_prom_u64(bytes, SM_PROM_LABELS({ "src", "frontend" }, { "dst", "reviews" },
-					  { "direction", "received" }), UINT64_MAX);
-	sm_prom_histogram(dur, SM_PROM_LABELS({ "src", "world" }, { "dst", "reviews" }), &h);
+	sm_prom_u64(conn,
+		    SM_PROM_LABELS({"src", "frontend"}, {"dst", "reviews"}, {"verdict", "allowed"}),
+		    1200);
+	sm_prom_u64(bytes,
+		    SM_PROM_LABELS({"src", "frontend"}, {"dst", "reviews"}, {"direction", "sent"}),
+		    99);
+	sm_prom_histogram(dur, SM_PROM_LABELS({"src", "frontend"}, {"dst", "reviews"}), &h);
+	sm_prom_u64(
+		conn,
+		SM_PROM_LABELS({"src", "we\"ird\\na\nme"}, {"dst", "\xff"}, {"verdict", "denied"}),
+		3);
+	sm_prom_u64(
+		bytes,
+		SM_PROM_LABELS({"src", "frontend"}, {"dst", "reviews"}, {"direction", "received"}),
+		UINT64_MAX);
+	sm_prom_histogram(dur, SM_PROM_LABELS({"src", "world"}, {"dst", "reviews"}), &h);
 	sm_prom_u64(gen, NULL, 0, 7);
-	sm_prom_u64(att, SM_PROM_LABELS({ "hook", "connect4" }), 1);
-	sm_prom_double(att, SM_PROM_LABELS({ "hook", "connect6" }), NAN);
-	sm_prom_double(att, SM_PROM_LABELS({ "hook", "sendmsg4" }), INFINITY);
+	sm_prom_u64(att, SM_PROM_LABELS({"hook", "connect4"}), 1);
+	sm_prom_double(att, SM_PROM_LABELS({"hook", "connect6"}), NAN);
+	sm_prom_double(att, SM_PROM_LABELS({"hook", "sendmsg4"}), INFINITY);
 	return w;
 }
 
@@ -459,16 +463,11 @@ static void test_promtool(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_counter_labels),
-		cmocka_unit_test(test_gauge_no_labels),
-		cmocka_unit_test(test_double_format),
-		cmocka_unit_test(test_double_samples),
-		cmocka_unit_test(test_escaping),
-		cmocka_unit_test(test_histogram),
-		cmocka_unit_test(test_grouping),
-		cmocka_unit_test(test_empty),
-		cmocka_unit_test(test_bad_names),
-		cmocka_unit_test(test_bad_samples),
+		cmocka_unit_test(test_counter_labels), cmocka_unit_test(test_gauge_no_labels),
+		cmocka_unit_test(test_double_format),  cmocka_unit_test(test_double_samples),
+		cmocka_unit_test(test_escaping),       cmocka_unit_test(test_histogram),
+		cmocka_unit_test(test_grouping),       cmocka_unit_test(test_empty),
+		cmocka_unit_test(test_bad_names),      cmocka_unit_test(test_bad_samples),
 		cmocka_unit_test(test_promtool),
 	};
 

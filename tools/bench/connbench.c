@@ -61,14 +61,14 @@
 
 #include "helpers.h"
 
-#define MAX_LISTEN		8
-#define MAX_PARALLEL		4096
-#define BACKLOG			4096
-#define DEFAULT_DURATION_MS	1000
-#define DEFAULT_DRAIN_MS	2000
-#define DEFAULT_PARALLEL	32
-#define DEFAULT_SERVE_S		600
-#define EVENTS			64
+#define MAX_LISTEN	    8
+#define MAX_PARALLEL	    4096
+#define BACKLOG		    4096
+#define DEFAULT_DURATION_MS 1000
+#define DEFAULT_DRAIN_MS    2000
+#define DEFAULT_PARALLEL    32
+#define DEFAULT_SERVE_S	    600
+#define EVENTS		    64
 
 /*
  * "198.18.0.1:80" or "[fd00::1]:80". Port 0 is refused: nothing listens
@@ -92,13 +92,11 @@ static int listen_on(const struct addr *a)
 {
 	int fd, one = 1;
 
-	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    0);
+	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) ||
-	    listen(fd, BACKLOG)) {
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) || listen(fd, BACKLOG)) {
 		int err = -errno;
 
 		close(fd);
@@ -122,11 +120,9 @@ static unsigned long long accept_all(int lfd)
 
 static int do_serve(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "timeout", required_argument, NULL, 't' },
-		{}
-	};
+	static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+					     {"timeout", required_argument, NULL, 't'},
+					     {}};
 	struct epoll_event ev, evs[EVENTS];
 	int lfds[MAX_LISTEN], n_listen = 0, epfd, c, i, n;
 	unsigned long long accepted = 0;
@@ -137,17 +133,17 @@ static int do_serve(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
-			if (n_listen == MAX_LISTEN ||
-			    bench_addr_parse(optarg, &a)) {
-				fprintf(stderr, "connbench: --listen '%s': "
+			if (n_listen == MAX_LISTEN || bench_addr_parse(optarg, &a)) {
+				fprintf(stderr,
+					"connbench: --listen '%s': "
 					"expected ADDR:PORT (at most %d)\n",
 					optarg, MAX_LISTEN);
 				return 2;
 			}
 			lfds[n_listen] = listen_on(&a);
 			if (lfds[n_listen] < 0) {
-				fprintf(stderr, "connbench: listen on %s: %s\n",
-					optarg, strerror(-lfds[n_listen]));
+				fprintf(stderr, "connbench: listen on %s: %s\n", optarg,
+					strerror(-lfds[n_listen]));
 				return 1;
 			}
 			n_listen++;
@@ -156,8 +152,7 @@ static int do_serve(int argc, char **argv)
 			if (parse_long(optarg, 1, 86400, &timeout_s))
 				return 2;
 			break;
-		default:
-			return 2;
+		default: return 2;
 		}
 	}
 	if (!n_listen) {
@@ -191,14 +186,14 @@ static int do_serve(int argc, char **argv)
 /* --- connect --- */
 
 /* In-flight sockets by fd, to close those a drain gives up on. */
-#define MAX_FD		65536
+#define MAX_FD 65536
 
 struct client {
 	struct addr to;
 	int epfd;
 	int in_flight;
-	unsigned char *open;		/* MAX_FD flags */
-	unsigned long long done;	/* completed, in the window or after */
+	unsigned char *open;	 /* MAX_FD flags */
+	unsigned long long done; /* completed, in the window or after */
 	unsigned long long errors;
 	int first_err;
 };
@@ -206,11 +201,11 @@ struct client {
 /* What one timed window measured. */
 struct window {
 	double secs;
-	unsigned long long conns;	/* completed inside the window */
-	unsigned long long total;	/* ... and while draining after it */
+	unsigned long long conns; /* completed inside the window */
+	unsigned long long total; /* ... and while draining after it */
 	unsigned long long errors;
 	int first_err;
-	int stuck;			/* still open when the drain gave up */
+	int stuck; /* still open when the drain gave up */
 };
 
 static void client_error(struct client *cl, int err)
@@ -225,14 +220,12 @@ static void conn_start(struct client *cl)
 	struct epoll_event ev;
 	int fd;
 
-	fd = socket(cl->to.ss.ss_family,
-		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(cl->to.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		client_error(cl, errno);
 		return;
 	}
-	if (connect(fd, (const struct sockaddr *)&cl->to.ss, cl->to.len) &&
-	    errno != EINPROGRESS) {
+	if (connect(fd, (const struct sockaddr *)&cl->to.ss, cl->to.len) && errno != EINPROGRESS) {
 		client_error(cl, errno);
 		close(fd);
 		return;
@@ -260,7 +253,7 @@ static void conn_event(struct client *cl, int fd)
 	if (r < 0 && errno == EAGAIN)
 		return;
 	if (r > 0)
-		return;	/* the server never writes; wait for its FIN */
+		return; /* the server never writes; wait for its FIN */
 	if (r < 0)
 		client_error(cl, errno);
 	else
@@ -275,10 +268,10 @@ static void conn_event(struct client *cl, int fd)
  * Keep `parallel` connections to `to` in flight for duration_ms, then
  * wait (at most drain_ms) for those still open.
  */
-static int run_window(const struct addr *to, long duration_ms, long drain_ms,
-		      long parallel, struct window *w)
+static int run_window(const struct addr *to, long duration_ms, long drain_ms, long parallel,
+		      struct window *w)
 {
-	struct client cl = { .to = *to };
+	struct client cl = {.to = *to};
 	struct epoll_event evs[EVENTS];
 	long long t0, t_end, t_drain, now;
 	int i, k, n, wait_ms;
@@ -333,20 +326,17 @@ static void window_print(const struct window *w)
 {
 	printf("\"seconds\":%.6f,\"conns\":%llu,\"rate\":%.1f,\"total\":%llu,"
 	       "\"errors\":%llu,\"first_errno\":\"%s\",\"stuck\":%d",
-	       w->secs, w->conns, w->secs > 0 ? w->conns / w->secs : 0.0,
-	       w->total, w->errors,
+	       w->secs, w->conns, w->secs > 0 ? w->conns / w->secs : 0.0, w->total, w->errors,
 	       w->first_err ? errno_name(w->first_err) : "none", w->stuck);
 }
 
 static int do_connect(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "to", required_argument, NULL, 't' },
-		{ "duration-ms", required_argument, NULL, 'd' },
-		{ "parallel", required_argument, NULL, 'p' },
-		{ "drain-ms", required_argument, NULL, 'r' },
-		{}
-	};
+	static const struct option opts[] = {{"to", required_argument, NULL, 't'},
+					     {"duration-ms", required_argument, NULL, 'd'},
+					     {"parallel", required_argument, NULL, 'p'},
+					     {"drain-ms", required_argument, NULL, 'r'},
+					     {}};
 	long duration_ms = DEFAULT_DURATION_MS, drain_ms = DEFAULT_DRAIN_MS;
 	long parallel = DEFAULT_PARALLEL;
 	struct window w = {};
@@ -357,8 +347,10 @@ static int do_connect(int argc, char **argv)
 		switch (c) {
 		case 't':
 			if (bench_addr_parse(optarg, &to)) {
-				fprintf(stderr, "connbench: --to '%s': expected "
-					"ADDR:PORT\n", optarg);
+				fprintf(stderr,
+					"connbench: --to '%s': expected "
+					"ADDR:PORT\n",
+					optarg);
 				return 2;
 			}
 			have_to = 1;
@@ -375,8 +367,7 @@ static int do_connect(int argc, char **argv)
 			if (parse_long(optarg, 0, 60000, &drain_ms))
 				return 2;
 			break;
-		default:
-			return 2;
+		default: return 2;
 		}
 	}
 	if (!have_to) {
@@ -396,18 +387,18 @@ static int do_connect(int argc, char **argv)
 
 /* --- alternate --- */
 
-#define MAX_TARGETS	8
-#define NAME_LEN	32
-#define SETTLE_STEP_MS	20
-#define SETTLE_MAX_MS	1000
+#define MAX_TARGETS    8
+#define NAME_LEN       32
+#define SETTLE_STEP_MS 20
+#define SETTLE_MAX_MS  1000
 /* Below this much CPU per SETTLE_STEP_MS (5 %), a cgroup counts as idle. */
-#define IDLE_US		1000
+#define IDLE_US 1000
 
 /* Where one variant's client runs and what it dials. */
 struct target {
 	char name[NAME_LEN];
-	char cgroup[PATH_MAX];		/* the client's cgroup directory */
-	char tree[PATH_MAX];		/* its parent: client and servers */
+	char cgroup[PATH_MAX]; /* the client's cgroup directory */
+	char tree[PATH_MAX];   /* its parent: client and servers */
 	struct addr to;
 };
 
@@ -476,7 +467,7 @@ static int cg_enter(const char *dir)
  */
 static void cg_settle(const char *dir)
 {
-	struct timespec step = { .tv_nsec = SETTLE_STEP_MS * 1000000L };
+	struct timespec step = {.tv_nsec = SETTLE_STEP_MS * 1000000L};
 	long long a = cg_usage_us(dir), b;
 	int i;
 
@@ -508,15 +499,14 @@ static int netns_enter(const char *name)
 }
 
 struct alt_opts {
-	struct target targets[MAX_TARGETS];	/* [0] is the baseline */
+	struct target targets[MAX_TARGETS]; /* [0] is the baseline */
 	int n_targets;
 	char idle_cg[PATH_MAX];
 	long rounds, slice_ms, warmup_ms, drain_ms, parallel, budget_s;
 };
 
 /* One window of target t as a JSON line; round -1 is the warm-up. */
-static int alt_slice(const struct alt_opts *o, const struct target *t,
-		     long round, long ms)
+static int alt_slice(const struct alt_opts *o, const struct target *t, long round, long ms)
 {
 	long long u0, u1, a0 = 0, a1 = 0;
 	struct window w = {};
@@ -524,8 +514,7 @@ static int alt_slice(const struct alt_opts *o, const struct target *t,
 
 	err = cg_enter(t->cgroup);
 	if (err) {
-		fprintf(stderr, "connbench: join cgroup %s: %s\n", t->cgroup,
-			strerror(-err));
+		fprintf(stderr, "connbench: join cgroup %s: %s\n", t->cgroup, strerror(-err));
 		return err;
 	}
 	if (o->idle_cg[0])
@@ -563,15 +552,17 @@ static int alt_run(const struct alt_opts *o)
 	/* A B A C A D ..., the order of B C D rotated each round. */
 	for (r = 0; r < o->rounds && !g_stop; r++) {
 		if (r >= 3 && now_ns() - t0 > o->budget_s * 1000000000LL) {
-			fprintf(stderr, "connbench: time budget of %lds used up "
-				"after %ld rounds\n", o->budget_s, r);
+			fprintf(stderr,
+				"connbench: time budget of %lds used up "
+				"after %ld rounds\n",
+				o->budget_s, r);
 			break;
 		}
 		for (i = 0; i < n_var && !g_stop; i++) {
 			err = alt_slice(o, &o->targets[0], r, o->slice_ms);
 			if (!err)
-				err = alt_slice(o, &o->targets[1 + (i + r) % n_var],
-						r, o->slice_ms);
+				err = alt_slice(o, &o->targets[1 + (i + r) % n_var], r,
+						o->slice_ms);
 			if (err)
 				return err;
 		}
@@ -581,22 +572,24 @@ static int alt_run(const struct alt_opts *o)
 
 static int do_alternate(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "netns", required_argument, NULL, 'n' },
-		{ "base", required_argument, NULL, 'b' },
-		{ "variant", required_argument, NULL, 'v' },
-		{ "idle-cgroup", required_argument, NULL, 'i' },
-		{ "rounds", required_argument, NULL, 'R' },
-		{ "slice-ms", required_argument, NULL, 's' },
-		{ "warmup-ms", required_argument, NULL, 'w' },
-		{ "drain-ms", required_argument, NULL, 'r' },
-		{ "parallel", required_argument, NULL, 'p' },
-		{ "budget-s", required_argument, NULL, 'B' },
-		{}
-	};
+	static const struct option opts[] = {{"netns", required_argument, NULL, 'n'},
+					     {"base", required_argument, NULL, 'b'},
+					     {"variant", required_argument, NULL, 'v'},
+					     {"idle-cgroup", required_argument, NULL, 'i'},
+					     {"rounds", required_argument, NULL, 'R'},
+					     {"slice-ms", required_argument, NULL, 's'},
+					     {"warmup-ms", required_argument, NULL, 'w'},
+					     {"drain-ms", required_argument, NULL, 'r'},
+					     {"parallel", required_argument, NULL, 'p'},
+					     {"budget-s", required_argument, NULL, 'B'},
+					     {}};
 	static struct alt_opts o = {
-		.n_targets = 1, .rounds = 10, .slice_ms = 300, .warmup_ms = 200,
-		.drain_ms = DEFAULT_DRAIN_MS, .parallel = DEFAULT_PARALLEL,
+		.n_targets = 1,
+		.rounds = 10,
+		.slice_ms = 300,
+		.warmup_ms = 200,
+		.drain_ms = DEFAULT_DRAIN_MS,
+		.parallel = DEFAULT_PARALLEL,
 		.budget_s = 120,
 	};
 	const char *netns = NULL;
@@ -606,44 +599,26 @@ static int do_alternate(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		num = NULL;
 		switch (c) {
-		case 'n':
-			netns = optarg;
-			break;
+		case 'n': netns = optarg; break;
 		case 'b':
 		case 'v':
 			if (c == 'v' && o.n_targets == MAX_TARGETS)
 				goto bad;
-			if (target_parse(optarg, &o.targets[c == 'b' ? 0 :
-							    o.n_targets]))
+			if (target_parse(optarg, &o.targets[c == 'b' ? 0 : o.n_targets]))
 				goto bad;
 			if (c == 'b')
 				have_base = 1;
 			else
 				o.n_targets++;
 			break;
-		case 'i':
-			snprintf(o.idle_cg, sizeof(o.idle_cg), "%s", optarg);
-			break;
-		case 'R':
-			num = &o.rounds;
-			break;
-		case 's':
-			num = &o.slice_ms;
-			break;
-		case 'w':
-			num = &o.warmup_ms;
-			break;
-		case 'r':
-			num = &o.drain_ms;
-			break;
-		case 'p':
-			num = &o.parallel;
-			break;
-		case 'B':
-			num = &o.budget_s;
-			break;
-		default:
-			return 2;
+		case 'i': snprintf(o.idle_cg, sizeof(o.idle_cg), "%s", optarg); break;
+		case 'R': num = &o.rounds; break;
+		case 's': num = &o.slice_ms; break;
+		case 'w': num = &o.warmup_ms; break;
+		case 'r': num = &o.drain_ms; break;
+		case 'p': num = &o.parallel; break;
+		case 'B': num = &o.budget_s; break;
+		default: return 2;
 		}
 		if (num && (parse_long(optarg, 1, 600000, num) ||
 			    (num == &o.parallel && *num > MAX_PARALLEL)))
@@ -651,14 +626,13 @@ static int do_alternate(int argc, char **argv)
 	}
 	if (!have_base || o.n_targets < 2) {
 		fprintf(stderr, "connbench alternate: --base and at least one "
-			"--variant are required\n");
+				"--variant are required\n");
 		return 2;
 	}
 	if (netns) {
 		err = netns_enter(netns);
 		if (err) {
-			fprintf(stderr, "connbench: netns %s: %s\n", netns,
-				strerror(-err));
+			fprintf(stderr, "connbench: netns %s: %s\n", netns, strerror(-err));
 			return 1;
 		}
 	}
@@ -670,17 +644,16 @@ bad:
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: connbench serve --listen ADDR:PORT [--listen ...] "
-		"[--timeout S]\n"
-		"       connbench connect --to ADDR:PORT [--duration-ms MS] "
-		"[--parallel N] [--drain-ms MS]\n"
-		"       connbench alternate --base NAME,CGROUP,ADDR:PORT "
-		"--variant NAME,CGROUP,ADDR:PORT [--variant ...]\n"
-		"                 [--netns NAME] [--idle-cgroup DIR] "
-		"[--rounds N] [--slice-ms MS] [--warmup-ms MS]\n"
-		"                 [--drain-ms MS] [--parallel N] "
-		"[--budget-s S]\n");
+	fprintf(stderr, "usage: connbench serve --listen ADDR:PORT [--listen ...] "
+			"[--timeout S]\n"
+			"       connbench connect --to ADDR:PORT [--duration-ms MS] "
+			"[--parallel N] [--drain-ms MS]\n"
+			"       connbench alternate --base NAME,CGROUP,ADDR:PORT "
+			"--variant NAME,CGROUP,ADDR:PORT [--variant ...]\n"
+			"                 [--netns NAME] [--idle-cgroup DIR] "
+			"[--rounds N] [--slice-ms MS] [--warmup-ms MS]\n"
+			"                 [--drain-ms MS] [--parallel N] "
+			"[--budget-s S]\n");
 }
 
 int main(int argc, char **argv)
