@@ -251,6 +251,9 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_socka
 	 * picked, as a new flow.
 	 */
 	if (d.kind == SM_DEST_VIP) {
+		/* A TCP socket dialling again keeps only its latest translation. */
+		if (proto == IPPROTO_TCP)
+			s->n_xlate = 0;
 		i = xlate_find_vip(s, dst);
 		if (i >= 0 && proto == IPPROTO_UDP) {
 			xl = &s->xlate[i & (SM_SK_XLATE - 1)];
@@ -260,7 +263,7 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_socka
 				xl->backend = d.backend;
 				moved = 1;
 			}
-		} else if (i < 0 || proto == IPPROTO_TCP) {
+		} else if (i < 0) {
 			xlate_add(s, dst, &d.backend);
 		}
 	}

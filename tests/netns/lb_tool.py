@@ -14,6 +14,13 @@
       again, as a pooled client would. A failed connect() is reported as
       step "connect". With --read-wait S it instead blocks in recv() for
       up to S seconds after the first exchange and reports what ended it.
+  lb_tool.py redial --to ADDR:PORT [--attempts N] [--family F]
+      new TCP sockets, one after another, until one's connect() fails;
+      then that same socket calls connect() again until it succeeds, and
+      exchanges a line: the tag that answered and getpeername(). At most
+      N of each. (With a timeout set, the first connect() after the
+      failure says ECONNABORTED: the kernel's way of resetting the
+      socket once its error was read; the next one dials.)
   lb_tool.py udp --to ADDR:PORT [--family F] [--connected] [--recvmsg]
                  [--sockets M] [--count N]
       M UDP sockets, each sending N datagrams to ADDR and reading each
@@ -278,6 +285,41 @@ def hold(a):
     return 0
 
 
+# --- redial ---
+
+def redial(a):
+    fam, addr = target(a.to, a.family)
+    res = {"tries": 0, "redials": 0}
+    s = None
+    while s is None and res["tries"] < a.attempts:
+        res["tries"] += 1
+        s = new_sock(fam, socket.SOCK_STREAM)
+        try:
+            do_connect(s, addr, a.family)
+        except OSError as ex:
+            res["first"] = err_of(ex)
+            break
+        s.close()
+        s = None
+    while s is not None and res["redials"] < a.attempts:
+        res["redials"] += 1
+        try:
+            do_connect(s, addr, a.family)
+        except OSError as ex:
+            res["last"] = err_of(ex)
+            continue
+        try:
+            res["tag"], _ = exchange(s)
+            res["peer"] = fmt(s.getpeername())
+        except Exception as ex:  # the failure is the result
+            res["last"] = err_of(ex)
+        break
+    if s is not None:
+        s.close()
+    out(res)
+    return 0
+
+
 # --- udp ---
 
 def udp_recv(s, use_recvmsg):
@@ -457,6 +499,10 @@ def main():
     c.add_argument("--go", default=".")
     c.add_argument("--rounds", type=int, default=0)
     c.add_argument("--read-wait", type=float, default=0)
+    c = sub.add_parser("redial")
+    c.add_argument("--to", required=True)
+    c.add_argument("--family", default="4")
+    c.add_argument("--attempts", type=int, default=64)
     c = sub.add_parser("udp")
     c.add_argument("--to", required=True)
     c.add_argument("--family", default="4")
@@ -487,7 +533,7 @@ def main():
     c.add_argument("--stop-after-errors", type=int, default=0)
     c.add_argument("--timeout-ms", type=int, default=int(TIMEOUT_S * 1000))
     a = p.parse_args()
-    fn = {"serve": serve, "hold": hold, "udp": udp, "udp-hold": udp_hold,
+    fn = {"serve": serve, "hold": hold, "udp": udp, "udp-hold": udp_hold, "redial": redial,
           "udp-pair": udp_pair,
           "callers": callers, "connects": connects}[a.cmd]
     return fn(a)

@@ -3,7 +3,8 @@
 #
 # The VIP is all the application sees, TCP and UDP, IPv4, IPv6 and
 # IPv4-mapped:
-#   - TCP: getpeername() is the VIP;
+#   - TCP: getpeername() is the VIP, also on a socket that dials again
+#     after a failed connect() and reaches another backend;
 #   - UDP: recvfrom() and recvmsg() give the VIP as the source of every
 #     reply, on connected and unconnected sockets, also on a dual-stack
 #     AF_INET6 socket handed an AF_INET address (the send takes the IPv4
@@ -37,6 +38,7 @@ SOLO4=198.19.2.2:53
 SOLO6="[fd00::ff:2]:53"
 EMPTY4=198.19.2.9:53
 EMPTY6="[fd00::ff:9]:53"
+REDIAL=198.19.2.4:80
 
 lb_policy "$(cat <<EOF
 services:
@@ -56,6 +58,9 @@ services:
     vip: ["$SOLO6"]
     protocol: both
     endpoints: ["[fd00::2:3]:53"]
+  redial:
+    vip: [$REDIAL]
+    endpoints: [198.18.2.1:80, 198.18.2.2:80]
   empty:
     vip: [$EMPTY4, "$EMPTY6"]
     protocol: both
@@ -63,6 +68,7 @@ services:
       v1: {weight: 1, endpoints: []}
 rules:
   - {from: client, to: [dns, solo, solo6, empty], ports: [53]}
+  - {from: client, to: [redial], ports: [80]}
 EOF
 )"
 lb_agent
@@ -100,6 +106,18 @@ done
 lb_tool /client hold --to "$VIP4" --family dual4
 sb_assert_json "tcp dual4: the kernel refuses an AF_INET address (EINVAL)" \
 	'.step == "connect" and .result == "EINVAL"' "$LB_OUT"
+
+# A socket whose connect() to the VIP was refused (nothing listens on
+# 198.18.2.1:80) dials again and reaches 198.18.2.2:80: getpeername() is
+# the VIP, not the backend of either attempt.
+lb_serve_lines /backend 198.18.2.2:80 r2
+lb_tool /client redial --to "$REDIAL"
+sb_assert_json "tcp redial: a refused connect() first" \
+	'.first == "ECONNREFUSED"' "$LB_OUT"
+sb_assert_json "tcp redial: the same socket reaches the live backend" \
+	'.tag == "r2"' "$LB_OUT"
+sb_assert_json "tcp redial: getpeername() is $REDIAL" \
+	".peer == \"$REDIAL\"" "$LB_OUT"
 
 # --- UDP: the reply source is the VIP, per recvfrom() and recvmsg() ---
 for fam in 4 6 mapped dual4; do
