@@ -85,7 +85,7 @@ static int h_status(const struct sm_http_req *req, struct sm_http_resp *resp, vo
 	json_object_object_add(o, "node", a->policy ? jstr(a->policy->node) : NULL);
 	json_object_object_add(o, "policy_file", jstr(a->opts.policy));
 	json_object_object_add(o, "policy_generation",
-			       json_object_new_int64((int64_t)a->applier.generation));
+			       json_object_new_int64((int64_t)sm_applier_generation(&a->applier)));
 	json_object_object_add(o, "cgroup", jstr(a->cg_root));
 	json_object_object_add(o, "bpffs", jstr(a->opts.bpffs));
 	json_object_object_add(o, "adopted_pinned_state", json_object_new_boolean(a->dp.adopted));
@@ -351,7 +351,7 @@ static int h_put_policy(const struct sm_http_req *req, struct sm_http_resp *resp
 	o = json_object_new_object();
 	json_object_object_add(o, "applied", json_object_new_boolean(!err));
 	json_object_object_add(o, "policy_generation",
-			       json_object_new_int64((int64_t)a->applier.generation));
+			       json_object_new_int64((int64_t)sm_applier_generation(&a->applier)));
 	if (err)
 		json_object_object_add(o, "error", jstr(errbuf));
 	err = sm_http_resp_json(resp, err ? 400 : 200, o);

@@ -47,7 +47,7 @@ static uint32_t key_slot(enum sm_pmap m, const void *key)
 }
 
 struct read_ctx {
-	struct sm_applier *a;
+	struct sm_image **img;
 	enum sm_pmap m;
 	size_t key_size;
 	int err;
@@ -63,14 +63,14 @@ static int read_one(const void *key, void *value, void *ctx)
 	memcpy(k, key, r->key_size);
 	slot = key_slot(r->m, k) & 1;
 	key_set_slot(r->m, k, 0);
-	r->err = sm_kvs_add(&r->a->slot[slot]->maps[r->m], k, value);
+	r->err = sm_kvs_add(&r->img[slot]->maps[r->m], k, value);
 	return r->err ? SM_WALK_STOP : SM_WALK_NEXT;
 }
 
 /* Read a map back into two slot images. */
-static int read_map(struct sm_applier *a, enum sm_pmap m)
+static int read_map(struct sm_applier *a, struct sm_image **img, enum sm_pmap m)
 {
-	struct read_ctx r = {a, m, a->slot[0]->maps[m].key_size, 0};
+	struct read_ctx r = {img, m, img[0]->maps[m].key_size, 0};
 	int err;
 
 	if (r.key_size > 64)
@@ -78,8 +78,8 @@ static int read_map(struct sm_applier *a, enum sm_pmap m)
 	err = sm_map_each(a->fds[m], read_one, &r);
 	if (err || r.err)
 		return err ?: r.err;
-	sm_kvs_sort(&a->slot[0]->maps[m]);
-	sm_kvs_sort(&a->slot[1]->maps[m]);
+	sm_kvs_sort(&img[0]->maps[m]);
+	sm_kvs_sort(&img[1]->maps[m]);
 	return 0;
 }
 
@@ -90,25 +90,46 @@ void sm_applier_free(struct sm_applier *a)
 	a->slot[0] = a->slot[1] = NULL;
 }
 
-/* Forget what the slots were thought to hold and read the maps again. */
+/* What other threads may read: the policy in force and its generation. */
+static void publish(struct sm_applier *a)
+{
+	int m;
+
+	for (m = 0; m < SM_PM_MAX; m++)
+		__atomic_store_n(&a->entries[m], (uint32_t)a->slot[a->active]->maps[m].n,
+				 __ATOMIC_RELAXED);
+	__atomic_store_n(&a->generation_seen, a->generation, __ATOMIC_RELAXED);
+}
+
+/*
+ * Forget what the slots were thought to hold and read the maps again.
+ * Until that succeeds the applier is stale, and the next apply tries
+ * again before it computes any change.
+ */
 static int reread(struct sm_applier *a)
 {
+	struct sm_image *img[SM_SLOTS] = {sm_image_new(), sm_image_new()};
 	__u32 slot;
-	int m, err;
+	int m, err = 0;
 
-	sm_applier_free(a);
-	a->slot[0] = sm_image_new();
-	a->slot[1] = sm_image_new();
-	if (!a->slot[0] || !a->slot[1])
-		return -ENOMEM;
-	for (m = 0; m < SM_PM_MAX; m++) {
-		err = read_map(a, m);
-		if (err)
-			return err;
+	a->stale = true;
+	if (!img[0] || !img[1])
+		err = -ENOMEM;
+	for (m = 0; m < SM_PM_MAX && !err; m++)
+		err = read_map(a, img, m);
+	for (slot = 0; slot < SM_SLOTS && !err; slot++)
+		if (bpf_map_lookup_elem(a->config_fd, &slot, &img[slot]->config))
+			err = -errno;
+	if (err) {
+		sm_image_free(img[0]);
+		sm_image_free(img[1]);
+		return err;
 	}
-	for (slot = 0; slot < SM_SLOTS; slot++)
-		if (bpf_map_lookup_elem(a->config_fd, &slot, &a->slot[slot]->config))
-			return -errno;
+	sm_applier_free(a);
+	a->slot[0] = img[0];
+	a->slot[1] = img[1];
+	a->stale = false;
+	publish(a);
 	return 0;
 }
 
@@ -136,7 +157,12 @@ int sm_applier_init(struct sm_applier *a, struct sm_dp *dp, const uint32_t *size
 
 uint32_t sm_applier_entries(const struct sm_applier *a, enum sm_pmap m)
 {
-	return (uint32_t)a->slot[a->active]->maps[m].n;
+	return __atomic_load_n(&a->entries[m], __ATOMIC_RELAXED);
+}
+
+uint64_t sm_applier_generation(const struct sm_applier *a)
+{
+	return __atomic_load_n(&a->generation_seen, __ATOMIC_RELAXED);
 }
 
 /* The changes that turn set `old` into set `new`, keys given a slot. */
@@ -188,15 +214,35 @@ static void delta_free(struct delta *d)
 	free(d->upd_vals);
 }
 
-static int delta_write(int fd, const struct delta *d)
+/*
+ * A batch delete stops at the first key that is not there and says how
+ * many went before it. Such a key is already gone: go on after it.
+ */
+static int delete_keys(int fd, const uint8_t *keys, size_t n, size_t ks)
 {
 	__u32 count;
 
-	if (d->n_del) {
-		count = (__u32)d->n_del;
-		if (bpf_map_delete_batch(fd, d->del_keys, &count, NULL) && errno != ENOENT)
+	while (n) {
+		count = (__u32)n;
+		if (!bpf_map_delete_batch(fd, keys, &count, NULL))
+			return 0;
+		if (errno != ENOENT)
 			return -errno;
+		count = count < n ? count + 1 : (__u32)n;
+		keys += count * ks;
+		n -= count;
 	}
+	return 0;
+}
+
+static int delta_write(int fd, const struct delta *d, size_t ks)
+{
+	__u32 count;
+	int err;
+
+	err = delete_keys(fd, d->del_keys, d->n_del, ks);
+	if (err)
+		return err;
 	if (d->n_upd) {
 		count = (__u32)d->n_upd;
 		if (bpf_map_update_batch(fd, d->upd_keys, d->upd_vals, &count, NULL))
@@ -262,7 +308,7 @@ static int write_slot(struct sm_applier *a, const struct sm_image *img, uint32_t
 	for (m = 0; m < SM_PM_MAX && !err; m++) {
 		err = delta_build(m, &a->slot[slot]->maps[m], &img->maps[m], slot, &d);
 		if (!err)
-			err = delta_write(a->fds[m], &d);
+			err = delta_write(a->fds[m], &d, img->maps[m].key_size);
 		if (err)
 			sm_diags_add(diags, (struct sm_loc){0, 0}, "map %s: update: %s",
 				     sm_pmap_name(m), strerror(-err));
@@ -295,39 +341,58 @@ static void quota_gc(struct sm_applier *a)
 
 int sm_apply(struct sm_applier *a, struct sm_image *img, struct sm_diags *diags)
 {
-	uint32_t next = a->active ^ 1;
 	struct sm_active act = {};
+	uint32_t next;
 	__u32 zero = 0;
 	int err;
 
 	err = check_fit(a, img, diags);
 	if (err)
 		return err;
+	/* An earlier failure left the maps unknown: learn them first. */
+	if (a->stale) {
+		err = reread(a);
+		if (err) {
+			sm_diags_add(diags, (struct sm_loc){0, 0}, "policy maps: cannot read back: %s",
+				     strerror(-err));
+			return err;
+		}
+	}
 	if (image_equal(img, a->slot[a->active])) {
 		sm_image_free(img);
 		return 0;
 	}
 
 	/* Step 1: the slot nobody reads becomes the new policy. */
+	next = a->active ^ 1;
 	err = write_slot(a, img, next, diags);
 	if (!err) {
 		img->config.generation = a->generation + 1;
 		if (bpf_map_update_elem(a->config_fd, &next, &img->config, BPF_ANY))
 			err = -errno;
 	}
-	if (err) {
-		/* The unread slot holds a mix now: learn what it holds. */
-		if (reread(a))
-			pr_warn("policy maps: cannot read back: %s\n", strerror(errno));
-		return err;
-	}
 
 	/* Step 2: one update switches every program to it. */
-	act.slot = next;
-	act.schema = SM_SCHEMA_VERSION;
-	act.generation = a->generation + 1;
-	if (bpf_map_update_elem(a->active_fd, &zero, &act, BPF_ANY))
-		return -errno;
+	if (!err) {
+		act.slot = next;
+		act.schema = SM_SCHEMA_VERSION;
+		act.generation = a->generation + 1;
+		if (bpf_map_update_elem(a->active_fd, &zero, &act, BPF_ANY)) {
+			err = -errno;
+			sm_diags_add(diags, (struct sm_loc){0, 0}, "map %s: update: %s",
+				     SM_STR(SM_MAP_ACTIVE), strerror(-err));
+		}
+	}
+	if (err) {
+		/* The unread slot holds a mix now: learn what it holds. */
+		int rerr = reread(a);
+
+		if (rerr)
+			pr_warn("policy maps: cannot read back: %s; trying again at the "
+				"next reload\n",
+				strerror(-rerr));
+		return err;
+	}
 
 	/* Step 3: no reader of the old slot is left once this returns. */
 	wait_readers();
@@ -335,6 +400,7 @@ int sm_apply(struct sm_applier *a, struct sm_image *img, struct sm_diags *diags)
 	a->slot[next] = img;
 	a->active = next;
 	a->generation++;
+	publish(a);
 	quota_gc(a);
 	return 0;
 }

@@ -13,6 +13,7 @@
 #ifndef SM_APPLY_H
 #define SM_APPLY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "compile.h"
@@ -27,6 +28,13 @@ struct sm_applier {
 	struct sm_image *slot[SM_SLOTS]; /* what each slot holds */
 	uint32_t active;
 	uint64_t generation;
+	/*
+	 * Other threads (HTTP) read only these two, with atomic loads: the
+	 * slots change under them while a reload runs.
+	 */
+	uint32_t entries[SM_PM_MAX]; /* of the policy in force */
+	uint64_t generation_seen;
+	bool stale; /* what slots hold is unknown: read the maps again */
 };
 
 /* Read what both slots hold now (a restarted agent adopts them). */
@@ -40,7 +48,11 @@ void sm_applier_free(struct sm_applier *a);
  */
 int sm_apply(struct sm_applier *a, struct sm_image *img, struct sm_diags *diags);
 
-/* Entries in force per policy map, for sockmesh_map_entries. */
+/*
+ * Entries in force per policy map (sockmesh_map_entries) and the
+ * generation in force; safe to call from any thread.
+ */
 uint32_t sm_applier_entries(const struct sm_applier *a, enum sm_pmap m);
+uint64_t sm_applier_generation(const struct sm_applier *a);
 
 #endif /* SM_APPLY_H */

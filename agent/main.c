@@ -291,8 +291,10 @@ static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash, 
 	missing = img->missing_cgroups;
 	snprintf(first, sizeof(first), "%s", img->first_missing);
 	err = sm_apply(&a->applier, img, d);
-	if (err)
+	if (err) {
+		sm_image_free(img);
 		return err;
+	}
 	if (gen != a->applier.generation)
 		sm_drain(a, a->applier.slot[a->applier.active ^ 1],
 			 a->applier.slot[a->applier.active]);

@@ -290,7 +290,7 @@ static void agent_state(struct sm_agent *a, struct sm_prom *w)
 	pthread_mutex_lock(&a->lock);
 	f = sm_prom_family(w, "sockmesh_policy_generation", SM_PROM_GAUGE,
 			   "Generation of the policy in force; +1 per applied change");
-	sm_prom_u64(f, NULL, 0, a->applier.generation);
+	sm_prom_u64(f, NULL, 0, sm_applier_generation(&a->applier));
 	f = sm_prom_family(w, "sockmesh_policy_reloads_total", SM_PROM_COUNTER,
 			   "Policy reloads by result");
 	sm_prom_u64(f, SM_PROM_LABELS({"result", "success"}), a->reloads_ok);
