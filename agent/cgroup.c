@@ -111,6 +111,30 @@ int sm_cgroup_within(const char *outer, const char *inner)
 	return !strncmp(outer, inner, n) && (inner[n] == '/' || !inner[n]);
 }
 
+int sm_cgroup_root(const char *mount, const char *arg, char *root, size_t len)
+{
+	char clean[PATH_MAX], abs[PATH_MAX];
+	size_t n, ml = strlen(mount);
+	int err;
+
+	if (snprintf(clean, sizeof(clean), "%s", arg) >= (int)sizeof(clean))
+		return -ENAMETOOLONG;
+	for (n = strlen(clean); n > 1 && clean[n - 1] == '/'; n--)
+		clean[n - 1] = '\0';
+	err = sm_cgroup_abs(mount, clean, abs, sizeof(abs));
+	if (err)
+		return err;
+	n = (size_t)snprintf(root, len, "%s", abs[ml] ? abs + ml : "/");
+	return n >= len ? -ENAMETOOLONG : 0;
+}
+
+int sm_cgroup_under(const char *mount, const char *root, const char *path)
+{
+	char rel[PATH_MAX];
+
+	return !sm_cgroup_root(mount, path, rel, sizeof(rel)) && sm_cgroup_within(root, rel);
+}
+
 int sm_cgroup_path_of(const char *mount, uint64_t id, char *buf, size_t len)
 {
 	struct {

@@ -30,6 +30,20 @@ unsigned int sm_cgroup_level(const char *mount, const char *abs);
 /* Does cgroup path `inner` lie in the subtree `outer` (both relative)? */
 int sm_cgroup_within(const char *outer, const char *inner);
 
+/*
+ * --cgroup as the agent and the CLI both keep it: relative to the mount
+ * ("/" for the mount itself), from a relative path or an absolute one
+ * under the mount; trailing slashes are dropped ("/demo/" is "/demo").
+ * 0, or -EINVAL / -ENAMETOOLONG like sm_cgroup_abs.
+ */
+int sm_cgroup_root(const char *mount, const char *arg, char *root, size_t len);
+
+/*
+ * Does the policy's cgroup `path` (relative, or absolute under the
+ * mount) lie in the subtree `root` (as sm_cgroup_root gives it)?
+ */
+int sm_cgroup_under(const char *mount, const char *root, const char *path);
+
 /* The path (relative to the mount) of a cgroup id, "" when unknown. */
 int sm_cgroup_path_of(const char *mount, uint64_t id, char *buf, size_t len);
 

@@ -205,7 +205,7 @@ static void add_cgroup(struct cc *c, const struct sm_cgroup_ref *ref, uint32_t i
 	uint64_t cgid = 0;
 	int err;
 
-	if (!sm_cgroup_within(c->ctx->cg_root, ref->path)) {
+	if (!sm_cgroup_under(c->ctx->cg_mount, c->ctx->cg_root, ref->path)) {
 		sm_diags_add(c->diags, ref->loc,
 			     "cgroup '%s' is outside the managed cgroup '%s' "
 			     "(--cgroup)",

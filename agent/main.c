@@ -508,8 +508,6 @@ static void retry_missing(struct sm_agent *a)
 
 static int setup_paths(struct sm_agent *a)
 {
-	char cg[PATH_MAX];
-	size_t n;
 	int err;
 
 	err = sm_cgroup_mount(a->cg_mount, sizeof(a->cg_mount));
@@ -518,19 +516,15 @@ static int setup_paths(struct sm_agent *a)
 			"(/proc/self/mountinfo)\n");
 		return err;
 	}
-	/* "/demo/" is "/demo": a trailing slash is how shells complete. */
-	snprintf(cg, sizeof(cg), "%s", a->opts.cgroup);
-	for (n = strlen(cg); n > 1 && cg[n - 1] == '/'; n--)
-		cg[n - 1] = '\0';
-	err = sm_cgroup_abs(a->cg_mount, cg, a->cg_abs, sizeof(a->cg_abs));
+	err = sm_cgroup_root(a->cg_mount, a->opts.cgroup, a->cg_root, sizeof(a->cg_root));
+	if (!err)
+		err = sm_cgroup_abs(a->cg_mount, a->cg_root, a->cg_abs, sizeof(a->cg_abs));
 	if (err) {
 		pr_warn("--cgroup '%s': not a clean path under the cgroup2 "
 			"mount %s\n",
 			a->opts.cgroup, a->cg_mount);
 		return err;
 	}
-	snprintf(a->cg_root, sizeof(a->cg_root), "%s",
-		 a->cg_abs[strlen(a->cg_mount)] ? a->cg_abs + strlen(a->cg_mount) : "/");
 	if (access(a->cg_abs, F_OK)) {
 		err = -errno;
 		pr_warn("--cgroup '%s': %s: %s\n", a->opts.cgroup, a->cg_abs, strerror(-err));

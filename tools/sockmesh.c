@@ -127,21 +127,28 @@ static int load_names(struct sm_names *n)
 
 /* ---- check ---- */
 
-static void check_within(struct sm_diags *d, const struct sm_cgroup_ref *cg, size_t n)
+struct check_root {
+	char mount[PATH_MAX]; /* "" without a cgroup2 mount: paths as written */
+	char root[PATH_MAX];
+};
+
+static void check_within(struct sm_diags *d, const struct check_root *r,
+			 const struct sm_cgroup_ref *cg, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (!sm_cgroup_within(g.cgroup, cg[i].path))
+		if (!sm_cgroup_under(r->mount, r->root, cg[i].path))
 			sm_diags_add(d, cg[i].loc,
 				     "cgroup '%s' is outside the "
 				     "managed cgroup '%s' (--cgroup)",
-				     cg[i].path, g.cgroup);
+				     cg[i].path, r->root);
 }
 
 static int do_check(int argc, char **argv)
 {
 	struct sm_policy *p = NULL;
+	struct check_root r = {};
 	struct sm_diags d;
 	size_t i, j;
 	int err;
@@ -150,15 +157,22 @@ static int do_check(int argc, char **argv)
 		p_err("usage: sockmesh check FILE");
 		return -EINVAL;
 	}
+	/* The same reading of --cgroup as the agent's. */
+	if (sm_cgroup_mount(r.mount, sizeof(r.mount)))
+		r.mount[0] = '\0';
+	if (sm_cgroup_root(r.mount, g.cgroup, r.root, sizeof(r.root))) {
+		p_err("--cgroup '%s': not a clean cgroup path", g.cgroup);
+		return -EINVAL;
+	}
 	sm_diags_init(&d, argv[0]);
 	err = sm_policy_load(argv[0], &p, &d);
 	/* Service cgroups must lie inside the managed cgroup. */
 	for (i = 0; !err && i < p->n_services; i++) {
 		const struct sm_service *s = &p->services[i];
 
-		check_within(&d, s->cgroups, s->n_cgroups);
+		check_within(&d, &r, s->cgroups, s->n_cgroups);
 		for (j = 0; j < s->n_subsets; j++)
-			check_within(&d, s->subsets[j].cgroups, s->subsets[j].n_cgroups);
+			check_within(&d, &r, s->subsets[j].cgroups, s->subsets[j].n_cgroups);
 	}
 	if (!err && d.n)
 		err = -EINVAL;
@@ -182,7 +196,7 @@ static int do_check(int argc, char **argv)
 	} else if (err) {
 		sm_diags_print(&d, stderr);
 		if (!d.n)
-			fprintf(stderr, "%s: error: %s\n", argv[0], strerror(-err));
+			p_err("%s: %s", argv[0], strerror(-err));
 	} else {
 		printf("%s: ok (services: %zu, rules: %zu, quotas: %zu)\n", argv[0], p->n_services,
 		       p->n_rules, p->n_quotas);

@@ -10,6 +10,7 @@
 # running, and the next good file applies. The agent also refuses to
 # start on a bad file: on a first install it leaves nothing pinned or
 # attached, and on a restart the programs already attached keep enforcing.
+# Last, `sockmesh check --cgroup` reads --cgroup the way the agent does.
 set -euo pipefail
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
@@ -195,3 +196,24 @@ ops_agent -- --map-size rule=16
 sb_assert_eq "good file again: the same generation" "$((g0 + 1))" \
 	"$(metric sockmesh_policy_generation)"
 assert_web "restarted" "$web"
+
+# `sockmesh check --cgroup` reads --cgroup as the agent does: relative,
+# with a trailing slash, or absolute under the cgroup2 mount, and a
+# policy cgroup may be written absolute too. Only the cgroup outside the
+# subtree is an error, located.
+cat >"$SB_WORK/cg.yaml" <<EOF2
+apiVersion: sockmesh/v1
+services:
+  inside: {cgroups: [$SB_CGROOT/inside]}
+  absolute: {cgroups: [$SB_CGMOUNT$SB_CGROOT/absolute]}
+  outside: {cgroups: [$SB_CGROOT-elsewhere/outside]}
+EOF2
+for cg in "$SB_CGROOT" "$SB_CGROOT/" "$SB_CGMOUNT$SB_CGROOT"; do
+	rc=0
+	"$SB_BUILD/sockmesh" --cgroup "$cg" check "$SB_WORK/cg.yaml" \
+		>"$SB_WORK/cg.out" 2>&1 || rc=$?
+	sb_assert_eq "check --cgroup $cg: exit status" 1 "$rc"
+	sb_assert_eq "check --cgroup $cg: one error, for 'outside' at 5:23" \
+		"$SB_WORK/cg.yaml:5:23: error: cgroup '$SB_CGROOT-elsewhere/outside' is outside the managed cgroup '$SB_CGROOT' (--cgroup)" \
+		"$(cat "$SB_WORK/cg.out")"
+done
