@@ -2,12 +2,12 @@
 #include "jsonout.h"
 #include "sockmesh/abi.h"
 
-static const char *const verdict_names[SM_V_MAX] = {
+static const char *const verdict_names[] = {
 	[SM_V_ALLOWED] = "allowed",	  [SM_V_DENIED] = "denied", [SM_V_AUDIT] = "audit",
 	[SM_V_NO_BACKEND] = "no_backend", [SM_V_QUOTA] = "quota",
 };
 
-static const char *const reason_names[SM_WHY_MAX] = {
+static const char *const reason_names[] = {
 	[SM_WHY_RULE] = "rule",
 	[SM_WHY_NO_RULE] = "no_rule",
 	[SM_WHY_EGRESS] = "defaults.egress",
@@ -24,7 +24,7 @@ static const char *const event_names[] = {
 	[SM_EV_CLOSE] = "close",     [SM_EV_OUTLIER] = "outlier",
 };
 
-static const char *const stat_names[SM_S_MAX] = {
+static const char *const stat_names[] = {
 	[SM_S_TRACE_WRITTEN] = "trace_written",
 	[SM_S_TRACE_RECEIVED] = "trace_received",
 	[SM_S_TRACE_NO_SPACE] = "trace_no_space",
@@ -38,30 +38,39 @@ static const char *const stat_names[SM_S_MAX] = {
 	[SM_S_DENIES_FOLDED] = "deny_records_folded",
 };
 
-_Static_assert(sizeof(verdict_names) / sizeof(verdict_names[0]) == SM_V_MAX,
-	       "a verdict has no name");
-_Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == SM_WHY_MAX,
-	       "a reason has no name");
-_Static_assert(sizeof(stat_names) / sizeof(stat_names[0]) == SM_S_MAX, "a counter has no name");
+/*
+ * Sized by their initializers: a new last value without a name fails the
+ * build here; a gap elsewhere reads as "unknown" below.
+ */
+#define N_OF(t) (sizeof(t) / sizeof((t)[0]))
+_Static_assert(N_OF(verdict_names) == SM_V_MAX, "a verdict has no name");
+_Static_assert(N_OF(reason_names) == SM_WHY_MAX, "a reason has no name");
+_Static_assert(N_OF(event_names) == SM_EV_MAX, "an event has no name");
+_Static_assert(N_OF(stat_names) == SM_S_MAX, "a counter has no name");
+
+static const char *name_of(const char *const *names, size_t n, unsigned int v)
+{
+	return v < n && names[v] ? names[v] : "unknown";
+}
 
 const char *sm_verdict_name(unsigned int v)
 {
-	return v < SM_V_MAX ? verdict_names[v] : "unknown";
+	return name_of(verdict_names, N_OF(verdict_names), v);
 }
 
 const char *sm_reason_name(unsigned int r)
 {
-	return r < SM_WHY_MAX ? reason_names[r] : "unknown";
+	return name_of(reason_names, N_OF(reason_names), r);
 }
 
 const char *sm_event_name(unsigned int type)
 {
-	return type && type <= SM_EV_OUTLIER ? event_names[type] : "unknown";
+	return name_of(event_names, N_OF(event_names), type);
 }
 
 const char *sm_stat_name(unsigned int s)
 {
-	return s < SM_S_MAX ? stat_names[s] : "unknown";
+	return name_of(stat_names, N_OF(stat_names), s);
 }
 
 struct json_object *sm_json_diag(const struct sm_diags *d, const struct sm_diag *item)

@@ -462,6 +462,7 @@ enum sm_event_type {
 	SM_EV_AUDIT,
 	SM_EV_CLOSE,
 	SM_EV_OUTLIER, /* a backend was taken out of selection */
+	SM_EV_MAX,
 };
 
 enum sm_side {
