@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -585,6 +586,27 @@ static int fill_hooks(struct sm_dp *dp)
 	return 0;
 }
 
+/*
+ * The oldest kernel with everything the object uses; bpf_sock_destroy()
+ * (drain: close) came last, in 6.5. Said when a load fails on an older one.
+ */
+#define SM_KERNEL_MIN_MAJOR 6
+#define SM_KERNEL_MIN_MINOR 5
+
+static void kernel_too_old(void)
+{
+	struct utsname u;
+	unsigned int major, minor;
+
+	if (uname(&u) || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+		return;
+	if (major > SM_KERNEL_MIN_MAJOR ||
+	    (major == SM_KERNEL_MIN_MAJOR && minor >= SM_KERNEL_MIN_MINOR))
+		return;
+	pr_warn("BPF object: sockmesh needs Linux %u.%u or later; this kernel is %s\n",
+		SM_KERNEL_MIN_MAJOR, SM_KERNEL_MIN_MINOR, u.release);
+}
+
 int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *o)
 {
 	int err;
@@ -629,6 +651,7 @@ int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *o)
 		pr_warn("BPF object: load: %s (run with -v for the verifier "
 			"log; is the agent running as root?)\n",
 			strerror(-err));
+		kernel_too_old();
 		goto err_destroy_skel;
 	}
 	err = fill_renewed(dp);
