@@ -354,7 +354,8 @@ static int h_put_policy(const struct sm_http_req *req, struct sm_http_resp *resp
 			       json_object_new_int64((int64_t)sm_applier_generation(&a->applier)));
 	if (err)
 		json_object_object_add(o, "error", jstr(errbuf));
-	err = sm_http_resp_json(resp, err ? 400 : 200, o);
+	/* The body's fault (bad, or too big for the maps) or the node's. */
+	err = sm_http_resp_json(resp, !err ? 200 : err == -EINVAL || err == -E2BIG ? 400 : 500, o);
 	json_object_put(o);
 	free(errbuf);
 	return err;

@@ -504,21 +504,24 @@ static int pin_renewed(struct sm_dp *dp)
  */
 static int lock_pins(struct sm_dp *dp, const char *bpffs)
 {
+	int err;
+
 	dp->lock_fd = open(bpffs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dp->lock_fd < 0)
 		return -errno;
 	if (!flock(dp->lock_fd, LOCK_EX | LOCK_NB))
 		return 0;
-	if (errno == EWOULDBLOCK)
+	err = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	if (err == -EBUSY)
 		pr_warn("another sockmesh-agent is running with --bpffs %s; "
 			"stop it first, or give this one a --bpffs and "
 			"--cgroup of its own\n",
 			bpffs);
 	else
-		pr_warn("pin directory '%s': lock: %s\n", bpffs, strerror(errno));
+		pr_warn("pin directory '%s': lock: %s\n", bpffs, strerror(-err));
 	close(dp->lock_fd);
 	dp->lock_fd = -1;
-	return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	return err;
 }
 
 /* Pinned state of another schema is refused before anything changes. */

@@ -208,47 +208,6 @@ static uint64_t fnv1a(const char *s, size_t n)
 	return h;
 }
 
-static char *read_file(const char *path, size_t *len, int *err)
-{
-	char *buf = NULL;
-	size_t cap = 0, n = 0;
-	ssize_t r;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		*err = -errno;
-		return NULL;
-	}
-	for (;;) {
-		if (n + 4096 > cap) {
-			char *nb = realloc(buf, cap = 2 * cap + 8192);
-
-			if (!nb) {
-				*err = -ENOMEM;
-				goto fail;
-			}
-			buf = nb;
-		}
-		r = read(fd, buf + n, cap - n - 1);
-		if (r < 0) {
-			*err = -errno;
-			goto fail;
-		}
-		if (!r)
-			break;
-		n += r;
-	}
-	close(fd);
-	buf[n] = '\0';
-	*len = n;
-	return buf;
-fail:
-	close(fd);
-	free(buf);
-	return NULL;
-}
-
 /* Diagnostics as one string for logs, /v1/status and HTTP answers. */
 static void diags_to(const struct sm_diags *d, char *buf, size_t len)
 {
@@ -331,8 +290,8 @@ static int policy_read(struct sm_agent *a, const char *text, size_t len, struct 
 	*p = NULL;
 	sm_diags_init(d, text ? "PUT /v1/policy" : a->opts.policy);
 	if (!text) {
-		owned = read_file(a->opts.policy, &len, &err);
-		if (!owned) {
+		err = sm_policy_read(a->opts.policy, &owned, &len);
+		if (err) {
 			sm_diags_add(d, (struct sm_loc){0, 0}, "cannot read: %s", strerror(-err));
 			return err;
 		}
@@ -429,24 +388,31 @@ static int file_id_eq(const struct file_id *x, const struct file_id *y)
 	       x->mtime.tv_sec == y->mtime.tv_sec && x->mtime.tv_nsec == y->mtime.tv_nsec;
 }
 
-/* Read the file again if it may have changed and its text did. */
+/*
+ * Read the file again if it may have changed and its text did. A file
+ * put back to the text in force after a failed reload is reloaded too
+ * (as unchanged), so the failure stops showing in /v1/status.
+ */
 static void maybe_reload(struct sm_agent *a, struct file_id *last, int force)
 {
 	struct file_id now;
-	uint64_t hash;
+	uint64_t hash, in_force;
+	bool failed;
 	size_t len;
 	char *text;
-	int err;
 
 	file_id(a->opts.policy, &now);
 	if (!force && file_id_eq(&now, last))
 		return;
 	*last = now;
-	text = read_file(a->opts.policy, &len, &err);
-	if (text) {
+	pthread_mutex_lock(&a->lock);
+	failed = a->last_error[0];
+	in_force = a->policy_hash;
+	pthread_mutex_unlock(&a->lock);
+	if (!sm_policy_read(a->opts.policy, &text, &len)) {
 		hash = fnv1a(text, len);
 		free(text);
-		if (!force && hash == a->policy_hash)
+		if (!force && !failed && hash == in_force)
 			return;
 	}
 	sm_agent_reload(a, NULL, 0, NULL, 0);
@@ -539,8 +505,8 @@ static char *read_token(const char *path)
 	char *t;
 	int err;
 
-	t = read_file(path, &len, &err);
-	if (!t) {
+	err = sm_policy_read(path, &t, &len);
+	if (err) {
 		pr_warn("--token-file '%s': %s\n", path, strerror(-err));
 		return NULL;
 	}

@@ -1923,7 +1923,8 @@ static int read_all(int fd, char **out, size_t *len)
 	int err;
 
 	for (;;) {
-		if (n == cap) {
+		/* One byte more than read, for the terminating NUL. */
+		if (n + 1 >= cap) {
 			err = -EFBIG;
 			if (cap >= MAX_FILE)
 				goto err_free;
@@ -1934,7 +1935,7 @@ static int read_all(int fd, char **out, size_t *len)
 				goto err_free;
 			buf = tmp;
 		}
-		r = read(fd, buf + n, cap - n);
+		r = read(fd, buf + n, cap - n - 1);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
@@ -1945,6 +1946,7 @@ static int read_all(int fd, char **out, size_t *len)
 			break;
 		n += r;
 	}
+	buf[n] = '\0';
 	*out = buf;
 	*len = n;
 	return 0;
@@ -1953,30 +1955,35 @@ err_free:
 	return err;
 }
 
+int sm_policy_read(const char *path, char **buf, size_t *len)
+{
+	int fd, err;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	err = read_all(fd, buf, len);
+	close(fd);
+	return err;
+}
+
 int sm_policy_load(const char *path, struct sm_policy **out, struct sm_diags *diags)
 {
 	char *buf = NULL;
 	size_t len = 0;
-	int fd, err;
+	int err;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		err = -errno;
-		goto err_report;
+	err = sm_policy_read(path, &buf, &len);
+	if (err) {
+		if (diags) {
+			snprintf(diags->file, sizeof(diags->file), "%s", path);
+			sm_diags_add(diags, (struct sm_loc){0, 0}, "cannot read the policy: %s",
+				     strerror(-err));
+		}
+		return err;
 	}
-	err = read_all(fd, &buf, &len);
-	close(fd);
-	if (err)
-		goto err_report;
 	err = sm_policy_parse(buf, len, path, out, diags);
 	free(buf);
-	return err;
-err_report:
-	if (diags) {
-		snprintf(diags->file, sizeof(diags->file), "%s", path);
-		sm_diags_add(diags, (struct sm_loc){0, 0}, "cannot read the policy: %s",
-			     strerror(-err));
-	}
 	return err;
 }
 

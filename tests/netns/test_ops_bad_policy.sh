@@ -7,7 +7,8 @@
 # as a whole while the agent runs: the located error is in the agent's
 # log and in /v1/status last_error, reloads_total{result="error"} counts
 # it, the previous policy goes on deciding connections, the agent keeps
-# running, and the next good file applies. The agent also refuses to
+# running, and the next good file applies; putting back the text in force
+# after a bad file clears the error. The agent also refuses to
 # start on a bad file: on a first install it leaves nothing pinned or
 # attached, and on a restart the programs already attached keep enforcing.
 # Last, `sockmesh check --cgroup` reads --cgroup the way the agent does.
@@ -166,7 +167,23 @@ for kind in bad_syntax bad_field bad_service bad_too_big; do
 	assert_web "good generation $gen" "$web"
 	gen=$((gen + 1))
 done
-sb_assert_eq "4 errors counted" 4 \
+
+# A bad file, then the text in force put back: an unchanged reload, which
+# clears the error from /v1/status.
+u0=$(metric sockmesh_policy_reloads_total 'result="unchanged"')
+g_in=$(metric sockmesh_policy_generation)
+bad bad_field "$gen"
+ops_write "$OPS_POLICY" "$TEXT"
+sb_wait_for "bad again: reloads_total{result=\"error\"} = 5" 20 \
+	metric_is sockmesh_policy_reloads_total 'result="error"' 5
+ops_write "$OPS_POLICY" "$(ops_policy $((gen - 1)))"
+sb_wait_for "the text in force back: reloads_total{result=\"unchanged\"} + 1" \
+	20 metric_is sockmesh_policy_reloads_total 'result="unchanged"' $((u0 + 1))
+sb_assert_json "... last_error cleared" '.last_error == null' \
+	"$(ops_get /v1/status)"
+sb_assert_eq "... the generation in force stays" "$g_in" \
+	"$(metric sockmesh_policy_generation)"
+sb_assert_eq "5 errors counted" 5 \
 	"$(metric sockmesh_policy_reloads_total 'result="error"')"
 kill -0 "$PID" || sb_fail "the agent is gone"
 sb_assert_eq "the same agent all along" "$PID" "$(sb_agent sockmesh pid)"
