@@ -5,6 +5,7 @@
  * /readyz and sockmesh_hook_attached instead of trusting its own memory.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <bpf/bpf.h>
@@ -12,22 +13,40 @@
 #include "agent.h"
 #include "log.h"
 
-#define MAX_PROGS 64
+#define FEW_PROGS 64
 
-/* Is prog_id among the programs that run for this hook on the cgroup? */
+/*
+ * Is prog_id among the programs that run for this hook on the cgroup?
+ * The effective list sums every level above, so it may be longer than
+ * one cgroup's limit: on ENOSPC the kernel says how long, ask again.
+ */
 static int hook_effective(int cgroup_fd, int attach_type, __u32 prog_id)
 {
-	__u32 ids[MAX_PROGS];
-	LIBBPF_OPTS(bpf_prog_query_opts, q, .query_flags = BPF_F_QUERY_EFFECTIVE, .prog_ids = ids,
-		    .prog_cnt = MAX_PROGS);
-	__u32 i;
+	__u32 few[FEW_PROGS], *ids = few, cnt = FEW_PROGS, i;
+	int err, tries;
 
-	if (bpf_prog_query_opts(cgroup_fd, attach_type, &q))
-		return -errno;
-	for (i = 0; i < q.prog_cnt; i++)
-		if (ids[i] == prog_id)
-			return 1;
-	return 0;
+	for (tries = 0; tries < 3; tries++) {
+		LIBBPF_OPTS(bpf_prog_query_opts, q, .query_flags = BPF_F_QUERY_EFFECTIVE,
+			    .prog_ids = ids, .prog_cnt = cnt);
+
+		err = bpf_prog_query_opts(cgroup_fd, attach_type, &q) ? -errno : 0;
+		if (err == -ENOSPC && q.prog_cnt > cnt) {
+			if (ids != few)
+				free(ids);
+			cnt = q.prog_cnt + 8;
+			ids = calloc(cnt, sizeof(*ids));
+			if (!ids)
+				return -ENOMEM;
+			continue;
+		}
+		for (i = 0; !err && i < q.prog_cnt && ids[i] != prog_id; i++)
+			;
+		err = err ?: i < q.prog_cnt;
+		break;
+	}
+	if (ids != few)
+		free(ids);
+	return err;
 }
 
 void sm_selfcheck(struct sm_agent *a)
