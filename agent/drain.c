@@ -143,44 +143,79 @@ static const struct sm_svc_val *svc_of(const struct sm_image *img, uint32_t id)
 	return sm_kvs_find(&img->maps[SM_PM_SVC], &key);
 }
 
-/* Is (svc, backend) in the new image's every-endpoint list? */
-static int still_there(const struct sm_image *img, uint32_t svc, const struct sm_sockaddr *sa)
+/* One endpoint of a service, as drain compares them. */
+struct svc_ep {
+	uint32_t svc;
+	struct sm_sockaddr sa;
+};
+
+static int svc_ep_cmp(const void *x, const void *y)
 {
-	const struct sm_kvs *b = &img->maps[SM_PM_BACKEND];
-	size_t i;
+	const struct svc_ep *p = x, *q = y;
 
-	for (i = 0; i < b->n; i++) {
-		const struct sm_backend_key *k = (const void *)(b->keys + i * b->key_size);
-		const struct sm_backend_val *v = (const void *)(b->vals + i * b->val_size);
-
-		if (k->svc == svc && (k->slot >> 1) == SM_LIST_ALL &&
-		    !memcmp(&v->sa, sa, sizeof(*sa)))
-			return 1;
-	}
-	return 0;
+	if (p->svc != q->svc)
+		return p->svc < q->svc ? -1 : 1;
+	return memcmp(&p->sa, &q->sa, sizeof(p->sa));
 }
 
-/* Endpoints of drain: close services that old has and new does not. */
-static unsigned int removed(const struct sm_image *old, const struct sm_image *new, int map_fd)
+/* Every service's endpoints (its every-endpoint list), sorted. */
+static struct svc_ep *endpoints_of(const struct sm_image *img, size_t *n)
 {
-	const struct sm_kvs *b = &old->maps[SM_PM_BACKEND];
-	unsigned int n = 0;
+	const struct sm_kvs *b = &img->maps[SM_PM_BACKEND];
+	struct svc_ep *eps;
 	size_t i;
 
+	*n = 0;
+	eps = calloc(b->n + 1, sizeof(*eps));
+	if (!eps)
+		return NULL;
 	for (i = 0; i < b->n; i++) {
 		const struct sm_backend_key *k = (const void *)(b->keys + i * b->key_size);
 		const struct sm_backend_val *v = (const void *)(b->vals + i * b->val_size);
-		const struct sm_svc_val *sv = svc_of(new, k->svc);
-		__u32 svc = k->svc;
 
 		if ((k->slot >> 1) != SM_LIST_ALL)
 			continue;
+		eps[*n].svc = k->svc;
+		eps[(*n)++].sa = v->sa;
+	}
+	qsort(eps, *n, sizeof(*eps), svc_ep_cmp);
+	return eps;
+}
+
+/*
+ * Endpoints of drain: close services that old has and new does not, into
+ * the drain map. Returns how many; *lost counts those the map had no
+ * room for.
+ */
+static int removed(const struct sm_image *old, const struct sm_image *new, int map_fd,
+		   unsigned int *lost)
+{
+	size_t n_now, n_was, i;
+	struct svc_ep *now, *was;
+	int n = 0;
+
+	*lost = 0;
+	now = endpoints_of(new, &n_now);
+	was = endpoints_of(old, &n_was);
+	if (!now || !was) {
+		n = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n_was; i++) {
+		const struct sm_svc_val *sv = svc_of(new, was[i].svc);
+
 		/* A service that is gone entirely drains like drain: close. */
-		if ((sv && sv->drain == SM_DRAIN_KEEP) || still_there(new, k->svc, &v->sa))
+		if ((sv && sv->drain == SM_DRAIN_KEEP) ||
+		    bsearch(&was[i], now, n_now, sizeof(*now), svc_ep_cmp))
 			continue;
-		if (!bpf_map_update_elem(map_fd, &v->sa, &svc, BPF_ANY))
+		if (bpf_map_update_elem(map_fd, &was[i].sa, &was[i].svc, BPF_ANY))
+			(*lost)++;
+		else
 			n++;
 	}
+out:
+	free(now);
+	free(was);
 	return n;
 }
 
@@ -216,20 +251,29 @@ int sm_drain(struct sm_agent *a, const struct sm_image *old, const struct sm_ima
 {
 	int map_fd = sm_dp_map_fd(&a->dp, SM_STR(SM_MAP_DRAIN));
 	struct netns_set *ns;
-	unsigned int i, n;
+	unsigned int i, lost;
 	uint64_t before;
-	int err;
+	int n, err;
 
 	if (!old || !new || map_fd < 0)
 		return 0;
-	n = removed(old, new, map_fd);
+	n = removed(old, new, map_fd, &lost);
+	if (n < 0) {
+		pr_warn("drain: %s; connections to removed endpoints stay open\n", strerror(-n));
+		drain_clear(map_fd);
+		return n;
+	}
+	if (lost)
+		pr_warn("drain: %u removed endpoint(s) more than map %s holds; "
+			"connections to them stay open\n",
+			lost, SM_STR(SM_MAP_DRAIN));
 	if (!n)
 		return 0;
 	if (!a->drain_link) {
 		a->drain_link = bpf_program__attach_iter(a->dp.skel->progs.sm_drain_tcp, NULL);
 		if (!a->drain_link) {
 			err = -errno;
-			pr_warn("drain: iterator: %s; connections to %u removed "
+			pr_warn("drain: iterator: %s; connections to %d removed "
 				"endpoint(s) stay open\n",
 				strerror(-err), n);
 			drain_clear(map_fd);
@@ -248,7 +292,7 @@ int sm_drain(struct sm_agent *a, const struct sm_image *old, const struct sm_ima
 		close(ns->fd[i]);
 	free(ns);
 	drain_clear(map_fd);
-	pr_info("drain: %u endpoint(s) removed; %llu connection(s) to them "
+	pr_info("drain: %d endpoint(s) removed; %llu connection(s) to them "
 		"closed\n",
 		n, (unsigned long long)(drained_total(a) - before));
 	if (err)
