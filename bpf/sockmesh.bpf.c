@@ -14,13 +14,6 @@
 #include "lib/sockops.h"
 #include "sockmesh/sockmesh.h"
 
-#ifndef ENOENT
-#define ENOENT 2
-#endif
-#ifndef EINVAL
-#define EINVAL 22
-#endif
-
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 static __always_inline int sm_reject(int err)

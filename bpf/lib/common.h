@@ -15,6 +15,17 @@
 #define SM_PROCEED 1
 #define SM_REJECT  0
 
+/* Internal results are negative errnos; the UAPI headers do not define them. */
+#ifndef EPERM
+#define EPERM 1
+#endif
+#ifndef ENOENT
+#define ENOENT 2
+#endif
+#ifndef EINVAL
+#define EINVAL 22
+#endif
+
 #ifndef AF_INET
 #define AF_INET 2
 #endif

@@ -28,7 +28,11 @@
 /* Every network namespace's loopback device has this index. */
 #define SM_LOOPBACK_IFINDEX 1
 
-/* The connection a SYN opens, or -1 for anything else. */
+/*
+ * The connection a SYN opens: 0, or -ENOENT for any other packet. This
+ * runs on the socket's receive path, after IP has reassembled fragments
+ * and checked its header.
+ */
 static __always_inline int skb_syn(struct __sk_buff *skb, struct sm_flow_key *fk)
 {
 	struct tcphdr th;
@@ -38,7 +42,7 @@ static __always_inline int skb_syn(struct __sk_buff *skb, struct sm_flow_key *fk
 		struct iphdr ip;
 
 		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_TCP)
-			return -1;
+			return -ENOENT;
 		addr_set_v4(&fk->saddr, ip.saddr);
 		addr_set_v4(&fk->daddr, ip.daddr);
 		off = ip.ihl * 4;
@@ -46,15 +50,15 @@ static __always_inline int skb_syn(struct __sk_buff *skb, struct sm_flow_key *fk
 		struct ipv6hdr ip6;
 
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_TCP)
-			return -1;
+			return -ENOENT;
 		__builtin_memcpy(&fk->saddr, &ip6.saddr, sizeof(fk->saddr));
 		__builtin_memcpy(&fk->daddr, &ip6.daddr, sizeof(fk->daddr));
 		off = sizeof(ip6);
 	} else {
-		return -1;
+		return -ENOENT;
 	}
 	if (bpf_skb_load_bytes(skb, off, &th, sizeof(th)) || !th.syn || th.ack)
-		return -1;
+		return -ENOENT;
 	fk->sport = th.source;
 	fk->dport = th.dest;
 	fk->pad = 0;
@@ -121,7 +125,7 @@ static __always_inline struct sm_sk *listener_adopt(struct bpf_sock *sk, __u32 s
 	return s;
 }
 
-/* 0: let it in; -1: drop it. */
+/* 0: let it in; -EPERM: drop it. */
 static __always_inline int __ingress_check(struct __sk_buff *skb)
 {
 	struct sm_local_val *lv;
@@ -183,7 +187,7 @@ static __always_inline int __ingress_check(struct __sk_buff *skb)
 	}
 	pair_count(peer, s->svc, SM_V_DENIED);
 	ingress_record(s, &fk, peer, SM_V_DENIED);
-	return -1;
+	return -EPERM;
 }
 
 #endif /* SM_BPF_INGRESS_H */

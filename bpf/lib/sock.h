@@ -13,7 +13,7 @@
 #include "policy.h"
 #include "stats.h"
 
-/* The VIP translation this socket already has for vip, or -1. */
+/* The VIP translation this socket already has for vip, or -ENOENT. */
 static __always_inline int xlate_find_vip(const struct sm_sk *s, const struct sm_sockaddr *vip)
 {
 	int i;
@@ -22,7 +22,7 @@ static __always_inline int xlate_find_vip(const struct sm_sk *s, const struct sm
 		if (i < s->n_xlate && sa_equal(&s->xlate[i].vip, vip))
 			return i;
 	}
-	return -1;
+	return -ENOENT;
 }
 
 /*

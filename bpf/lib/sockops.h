@@ -58,7 +58,7 @@ static __always_inline void ops_flags_del(struct bpf_sock_ops *skops, __u32 flag
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~flags);
 }
 
-/* Our trace option in the current segment (or the SYN): 0 if found. */
+/* Our trace option in the current segment (or the SYN): 0, or -ENOENT. */
 static __always_inline int opt_load(struct bpf_sock_ops *skops, struct sm_tcpopt *opt, __u64 flags)
 {
 	int len;
@@ -67,7 +67,7 @@ static __always_inline int opt_load(struct bpf_sock_ops *skops, struct sm_tcpopt
 	opt->len = 4; /* search key: kind and 2-byte ExID */
 	opt->exid = bpf_htons(SM_TCPOPT_EXID);
 	len = bpf_load_hdr_opt(skops, opt, sizeof(*opt), flags);
-	return len == SM_TCPOPT_LEN ? 0 : -1;
+	return len == SM_TCPOPT_LEN ? 0 : -ENOENT;
 }
 
 static __always_inline int opt_echo_seen(struct bpf_sock_ops *skops)
