@@ -115,7 +115,10 @@ int sm_sendmsg6(struct bpf_sock_addr *ctx)
 	int ret;
 
 	ctx_get_user6(ctx, &dst);
-	/* An IPv4-mapped address is refused here: IPv6 endpoints only. */
+	/*
+	 * A VIP takes a backend from its IPv6 endpoints only: the kernel
+	 * refuses a sendmsg6 rewrite to an IPv4-mapped address.
+	 */
 	ret = __sock_fwd(ctx, &dst, SM_LIST_V6, 1);
 	if (ret < 0)
 		return sm_reject(ret);

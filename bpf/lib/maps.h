@@ -56,7 +56,7 @@ struct {
 	__type(value, struct sm_svc_val);
 } SM_MAP_SVC SEC(".maps");
 
-/* Endpoints of each subset, as two lists (see svc.h). */
+/* Endpoints of each subset, as two lists (enum sm_list in sockmesh/abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
