@@ -58,10 +58,14 @@ void sm_log(enum sm_log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* libbpf's levels, one lower: its warnings are our info. */
+/*
+ * libbpf's levels, one lower (its warnings are our info), and indented
+ * under the agent's own line that says what failed.
+ */
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	enum sm_log_level ours;
+	char *text, *line, *next;
 
 	if (g_log.libbpf_quiet)
 		return 0;
@@ -70,9 +74,15 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 	case LIBBPF_INFO: ours = SM_LOG_DEBUG; break;
 	default: ours = SM_LOG_LIBBPF; break;
 	}
-	if (ours > g_log.level)
+	if (ours > g_log.level || vasprintf(&text, fmt, ap) < 0)
 		return 0;
-	vlog(ours, fmt, ap);
+	for (line = text; *line; line = next) {
+		next = strchrnul(line, '\n');
+		if (*next)
+			*next++ = '\0';
+		sm_log(ours, "  %s", line);
+	}
+	free(text);
 	return 0;
 }
 
