@@ -174,6 +174,47 @@ static __always_inline void sock_record(const struct sm_sk *s, __u8 type)
 }
 
 /*
+ * A TCP socket dialling again after a failed connect() gives back the
+ * quota unit of its last attempt, if that attempt still holds it: one
+ * that failed before its SYN (no route) reached no TCP state that would,
+ * and each retry would take one more.
+ */
+static __always_inline void redial_release(struct sm_sk *s)
+{
+	if (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) & SM_SK_QUOTA_HELD)
+		quota_release(s->svc, s->dst_svc);
+}
+
+/*
+ * Note the VIP -> backend translation of this call. A TCP socket keeps
+ * only its latest one (it may dial again after a failed connect()). A
+ * UDP socket keeps its backend for a VIP for its lifetime, unless a
+ * reload removed that endpoint: then it takes the backend just picked,
+ * as a new flow, and the result is 1.
+ */
+static __always_inline int xlate_note(struct sm_sk *s, __u32 slot, const struct sm_sockaddr *vip,
+				      struct sm_decision *d, __u8 proto)
+{
+	struct sm_xlate *xl;
+	int i;
+
+	if (proto == IPPROTO_TCP)
+		s->n_xlate = 0;
+	i = xlate_find_vip(s, vip);
+	if (i < 0) {
+		xlate_add(s, vip, &d->backend);
+		return 0;
+	}
+	xl = &s->xlate[i & (SM_SK_XLATE - 1)];
+	if (xlate_udp_keep(slot, d->dst_svc, &xl->backend)) {
+		d->backend = xl->backend;
+		return 0;
+	}
+	xl->backend = d->backend;
+	return 1;
+}
+
+/*
  * The forward half. dst is the address the application gave; when the
  * result is 1 it has been rewritten and the hook must store it back.
  * Returns 0 (unchanged), 1 (rewritten) or a negative errno to reject.
@@ -184,12 +225,11 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_socka
 	struct sm_decision d = {};
 	struct sm_query q = {};
 	struct bpf_sock *sk = ctx->sk;
-	struct sm_xlate *xl;
 	struct sm_sk *s;
 	__u32 slot, src;
 	__u64 caller;
 	__u8 proto;
-	int err, i, moved = 0;
+	int err, moved = 0;
 
 	if (!sk)
 		return 0;
@@ -206,15 +246,8 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_socka
 	src = s ? s->svc : SM_SVC_WORLD;
 	caller = src != SM_SVC_WORLD ? src : bpf_get_current_cgroup_id();
 
-	/*
-	 * A TCP socket dialling again after a failed connect() gives back
-	 * the quota unit of its last attempt, if that attempt still holds
-	 * it: one that failed before its SYN (no route) reached no TCP
-	 * state that would, and each retry would take one more.
-	 */
-	if (s && proto == IPPROTO_TCP &&
-	    (__sync_fetch_and_and(&s->flags, ~SM_SK_QUOTA_HELD) & SM_SK_QUOTA_HELD))
-		quota_release(s->svc, s->dst_svc);
+	if (s && proto == IPPROTO_TCP)
+		redial_release(s);
 
 	/*
 	 * Step 2: the decision; a rejected call is recorded and fails. dst
@@ -245,28 +278,8 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_socka
 		return d.kind == SM_DEST_VIP ? -SM_ERRNO_NO_BACKEND : 0;
 	}
 
-	/*
-	 * A UDP socket keeps its backend for a VIP for its lifetime, unless
-	 * a reload removed that endpoint: then it takes the backend just
-	 * picked, as a new flow.
-	 */
-	if (d.kind == SM_DEST_VIP) {
-		/* A TCP socket dialling again keeps only its latest translation. */
-		if (proto == IPPROTO_TCP)
-			s->n_xlate = 0;
-		i = xlate_find_vip(s, dst);
-		if (i >= 0 && proto == IPPROTO_UDP) {
-			xl = &s->xlate[i & (SM_SK_XLATE - 1)];
-			if (xlate_udp_keep(slot, d.dst_svc, &xl->backend)) {
-				d.backend = xl->backend;
-			} else {
-				xl->backend = d.backend;
-				moved = 1;
-			}
-		} else if (i < 0) {
-			xlate_add(s, dst, &d.backend);
-		}
-	}
+	if (d.kind == SM_DEST_VIP)
+		moved = xlate_note(s, slot, dst, &d, proto);
 
 	/* Unconnected UDP: only a new destination is a new flow. */
 	if (is_send && !moved && s->verdict == d.verdict && sa_equal(&s->orig, dst) &&
