@@ -633,7 +633,7 @@ static int loop(struct sm_agent *a)
 	struct signalfd_siginfo si;
 	struct file_id last, seen;
 	struct pollfd pfd[3];
-	int finished;
+	int finished, err = 0;
 	sigset_t mask;
 	ssize_t r;
 	uint64_t n;
@@ -645,8 +645,10 @@ static int loop(struct sm_agent *a)
 	pfd[0].fd = signalfd(-1, &mask, SFD_CLOEXEC);
 	pfd[1].fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	pfd[2].fd = watch_policy(a->opts.policy);
-	if (pfd[0].fd < 0 || pfd[1].fd < 0 || timerfd_settime(pfd[1].fd, 0, &tick, NULL))
-		return -errno;
+	if (pfd[0].fd < 0 || pfd[1].fd < 0 || timerfd_settime(pfd[1].fd, 0, &tick, NULL)) {
+		err = -errno;
+		goto out;
+	}
 	pfd[0].events = pfd[1].events = pfd[2].events = POLLIN;
 	file_id(a->opts.policy, &last);
 	seen = last;
@@ -657,8 +659,10 @@ static int loop(struct sm_agent *a)
 	pr_info("ready\n");
 	for (;;) {
 		a->heartbeat = time(NULL);
-		if (poll(pfd, 3, -1) < 0 && errno != EINTR)
-			return -errno;
+		if (poll(pfd, 3, -1) < 0 && errno != EINTR) {
+			err = -errno;
+			goto out;
+		}
 		if (pfd[0].revents & POLLIN && read(pfd[0].fd, &si, sizeof(si)) == sizeof(si)) {
 			if (si.ssi_signo != SIGHUP)
 				break;
@@ -687,11 +691,11 @@ static int loop(struct sm_agent *a)
 			"'sockmesh status --bpffs %s')\n",
 			a->opts.bpffs);
 	sd_notify(0, "STOPPING=1");
-	close(pfd[0].fd);
-	close(pfd[1].fd);
-	if (pfd[2].fd >= 0)
-		close(pfd[2].fd);
-	return 0;
+out:
+	for (n = 0; n < 3; n++)
+		if (pfd[n].fd >= 0)
+			close(pfd[n].fd);
+	return err;
 }
 
 int main(int argc, char **argv)
