@@ -32,6 +32,8 @@ static const struct {
 	{SM_STR(SM_MAP_CANARY), SM_SIZE_CANARY, 0}, {SM_STR(SM_MAP_TRACE), SM_SIZE_TRACE, 0},
 	{SM_STR(SM_MAP_LOCAL), SM_SIZE_LOCAL, 0},   {SM_STR(SM_MAP_NAMES), SM_SIZE_NAMES, 0},
 	{SM_STR(SM_MAP_EVENTS), SM_SIZE_EVENTS, 0},
+	/* Every endpoint of a policy may go at once. */
+	{SM_STR(SM_MAP_DRAIN), SM_SIZE_BACKEND, 0},
 };
 
 static const struct {

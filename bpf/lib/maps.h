@@ -129,6 +129,7 @@ struct {
 /*
  * Endpoints just removed from a service with drain: close. The agent fills
  * it, runs the drain iterator in every network namespace, and empties it.
+ * Sized at load like the backend map.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
