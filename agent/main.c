@@ -292,7 +292,8 @@ static int policy_read(struct sm_agent *a, const char *text, size_t len, struct 
 	if (!text) {
 		err = sm_policy_read(a->opts.policy, &owned, &len);
 		if (err) {
-			sm_diags_add(d, (struct sm_loc){0, 0}, "cannot read: %s", strerror(-err));
+			sm_diags_add(d, (struct sm_loc){0, 0}, "cannot read: %s",
+				     sm_policy_read_error(err));
 			return err;
 		}
 		text = owned;
@@ -507,7 +508,7 @@ static char *read_token(const char *path)
 
 	err = sm_policy_read(path, &t, &len);
 	if (err) {
-		pr_warn("--token-file '%s': %s\n", path, strerror(-err));
+		pr_warn("--token-file '%s': %s\n", path, sm_policy_read_error(err));
 		return NULL;
 	}
 	while (len && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' '))

@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <yaml.h>
@@ -1957,14 +1958,32 @@ err_free:
 
 int sm_policy_read(const char *path, char **buf, size_t *len)
 {
+	struct stat st;
 	int fd, err;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Not blocking: a FIFO put at the path must not stall the agent. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
-	err = read_all(fd, buf, len);
+	if (fstat(fd, &st))
+		err = -errno;
+	else if (S_ISDIR(st.st_mode))
+		err = -EISDIR;
+	else if (!S_ISREG(st.st_mode))
+		err = -EINVAL;
+	else
+		err = read_all(fd, buf, len);
 	close(fd);
 	return err;
+}
+
+const char *sm_policy_read_error(int err)
+{
+	switch (err) {
+	case -EINVAL: return "not a regular file";
+	case -EFBIG: return "larger than 64 MiB";
+	default: return strerror(-err);
+	}
 }
 
 int sm_policy_load(const char *path, struct sm_policy **out, struct sm_diags *diags)
@@ -1978,7 +1997,7 @@ int sm_policy_load(const char *path, struct sm_policy **out, struct sm_diags *di
 		if (diags) {
 			snprintf(diags->file, sizeof(diags->file), "%s", path);
 			sm_diags_add(diags, (struct sm_loc){0, 0}, "cannot read the policy: %s",
-				     strerror(-err));
+				     sm_policy_read_error(err));
 		}
 		return err;
 	}

@@ -144,10 +144,13 @@ struct sm_policy {
  */
 int sm_policy_load(const char *path, struct sm_policy **out, struct sm_diags *diags);
 /*
- * A whole file of at most the size a policy may have (64 MiB), with a
- * NUL after its len bytes. 0, -EFBIG when larger, or another -errno.
+ * A whole regular file of at most the size a policy may have (64 MiB),
+ * with a NUL after its len bytes. 0, -EFBIG when larger, -EINVAL when not
+ * a regular file (a FIFO, a device), -EISDIR, or another -errno.
  */
 int sm_policy_read(const char *path, char **buf, size_t *len);
+/* What sm_policy_read's error means, for messages. */
+const char *sm_policy_read_error(int err);
 int sm_policy_parse(const char *buf, size_t len, const char *name, struct sm_policy **out,
 		    struct sm_diags *diags);
 void sm_policy_free(struct sm_policy *p);

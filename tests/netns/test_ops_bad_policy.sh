@@ -7,8 +7,9 @@
 # as a whole while the agent runs: the located error is in the agent's
 # log and in /v1/status last_error, reloads_total{result="error"} counts
 # it, the previous policy goes on deciding connections, the agent keeps
-# running, and the next good file applies; putting back the text in force
-# after a bad file clears the error. The agent also refuses to
+# running, and the next good file applies; a FIFO at the path is refused
+# without stalling the agent; putting back the text in force after a bad
+# file clears the error. The agent also refuses to
 # start on a bad file: on a first install it leaves nothing pinned or
 # attached, and on a restart the programs already attached keep enforcing.
 # Last, `sockmesh check --cgroup` reads --cgroup the way the agent does.
@@ -176,6 +177,17 @@ bad bad_field "$gen"
 ops_write "$OPS_POLICY" "$TEXT"
 sb_wait_for "bad again: reloads_total{result=\"error\"} = 5" 20 \
 	metric_is sockmesh_policy_reloads_total 'result="error"' 5
+# A FIFO at the path (nothing ever writes it): refused at once, and the
+# agent goes on answering.
+mkfifo "$SB_WORK/fifo"
+mv -f "$SB_WORK/fifo" "$OPS_POLICY"
+sb_wait_for "a FIFO: reloads_total{result=\"error\"} = 6" 20 \
+	metric_is sockmesh_policy_reloads_total 'result="error"' 6
+sb_assert_match "a FIFO: last_error says why" "not a regular file" \
+	"$(ops_get /v1/status | jq -r .last_error)"
+sb_assert_eq "a FIFO: the agent still answers /healthz" 200 \
+	"$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' \
+		"$(sb_agent sockmesh url)/healthz")"
 ops_write "$OPS_POLICY" "$(ops_policy $((gen - 1)))"
 sb_wait_for "the text in force back: reloads_total{result=\"unchanged\"} + 1" \
 	20 metric_is sockmesh_policy_reloads_total 'result="unchanged"' $((u0 + 1))
@@ -183,7 +195,7 @@ sb_assert_json "... last_error cleared" '.last_error == null' \
 	"$(ops_get /v1/status)"
 sb_assert_eq "... the generation in force stays" "$g_in" \
 	"$(metric sockmesh_policy_generation)"
-sb_assert_eq "5 errors counted" 5 \
+sb_assert_eq "6 errors counted" 6 \
 	"$(metric sockmesh_policy_reloads_total 'result="error"')"
 kill -0 "$PID" || sb_fail "the agent is gone"
 sb_assert_eq "the same agent all along" "$PID" "$(sb_agent sockmesh pid)"
