@@ -14,9 +14,15 @@
 #include "http.h"
 #include "log.h"
 
-#define DEFAULT_MAX_CONNS 64
-#define DEFAULT_TIMEOUT_S 30
-#define DEFAULT_MAX_BODY  (4u << 20)
+/*
+ * Room for many scrapers and probes; no one client address may hold more
+ * than a few connections, so idle clients elsewhere cannot starve the
+ * node's probes, and an idle connection goes after a few seconds.
+ */
+#define DEFAULT_MAX_CONNS  256
+#define DEFAULT_MAX_PER_IP 16
+#define DEFAULT_TIMEOUT_S  10
+#define DEFAULT_MAX_BODY   (4u << 20)
 /* Request line plus headers must fit in this much per connection. */
 #define CONN_MEMORY 32768
 /* No PEM file we accept is anywhere near this; it stops us reading /dev/zero. */

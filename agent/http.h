@@ -32,13 +32,14 @@
 #define SM_HTTP_JSON	       "application/json"
 
 struct sm_http_opts {
-	const char *listen;	/* "ADDR:PORT", ADDR IPv4 or [IPv6]; NULL: default */
-	const char *token;	/* bearer token; NULL or "": no authentication */
-	const char *tls_cert;	/* PEM file; NULL: plain HTTP */
-	const char *tls_key;	/* PEM file; needed with tls_cert */
-	unsigned int max_conns; /* 0: 64 */
-	unsigned int timeout_s; /* idle seconds before a connection closes; 0: 30 */
-	size_t max_body;	/* request body limit in bytes; 0: 4 MiB */
+	const char *listen;	 /* "ADDR:PORT", ADDR IPv4 or [IPv6]; NULL: default */
+	const char *token;	 /* bearer token; NULL or "": no authentication */
+	const char *tls_cert;	 /* PEM file; NULL: plain HTTP */
+	const char *tls_key;	 /* PEM file; needed with tls_cert */
+	unsigned int max_conns;	 /* 0: 256 */
+	unsigned int max_per_ip; /* connections one client address may hold; 0: 16 */
+	unsigned int timeout_s;	 /* idle seconds before a connection closes; 0: 10 */
+	size_t max_body;	 /* request body limit in bytes; 0: 4 MiB */
 };
 
 struct MHD_Connection;
