@@ -473,6 +473,23 @@ static void compile_quota(struct cc *c, const struct sm_quota *q)
 	cc_oom(c, sm_kvs_add(&c->img->maps[SM_PM_QCFG], &key, &val));
 }
 
+/*
+ * No room for a name: every service and subset name ever applied keeps
+ * its entry in sm_names, so that ids stay stable.
+ */
+static void names_full(struct cc *c, const struct sm_service *s, int err)
+{
+	if (err == -E2BIG || err == -ENOSPC)
+		sm_diags_add(c->diags, s->loc,
+			     "service '%s': no room for its name: map %s holds "
+			     "%u names, every service and subset name applied "
+			     "since the agent was installed; raise --map-size names",
+			     s->name, SM_STR(SM_MAP_NAMES), c->ctx->names->cap);
+	else
+		sm_diags_add(c->diags, s->loc, "service '%s': map %s: %s", s->name,
+			     SM_STR(SM_MAP_NAMES), strerror(-err));
+}
+
 /* Ids for every service and its subsets, kept from earlier policies. */
 static int assign_ids(struct cc *c)
 {
@@ -485,10 +502,7 @@ static int assign_ids(struct cc *c)
 
 		err = sm_names_service(c->ctx->names, s->name, &c->ids[i]);
 		if (err) {
-			sm_diags_add(c->diags, s->loc,
-				     "service '%s': no id left (%s); raise "
-				     "--map-size names",
-				     s->name, strerror(-err));
+			names_full(c, s, err);
 			break;
 		}
 		if (!s->n_subsets)
@@ -502,8 +516,7 @@ static int assign_ids(struct cc *c)
 				       (unsigned int)s->n_subsets, c->subset_idx[i]);
 		free(names);
 		if (err)
-			sm_diags_add(c->diags, s->loc, "service '%s': subsets: %s", s->name,
-				     strerror(-err));
+			names_full(c, s, err);
 	}
 	return err ? -EINVAL : 0;
 }

@@ -40,9 +40,8 @@ static const char usage[] =
 	"  --flow-log-max-bytes N   rotate the flow log at N bytes (default 64 MiB)\n"
 	"  --flow-log-keep N    rotated flow logs kept (default 3)\n"
 	"  --flow-window N      flow records kept in memory (default 65536)\n"
-	"  --map-size NAME=N    entries of a map per policy; NAME is one of cgroup,\n"
-	"                       dest, service, backend, rule, quota, pair, canary,\n"
-	"                       trace, local, names, events (bytes)\n"
+	"  --map-size NAME=N    entries of a map (per policy for policy maps; bytes\n"
+	"                       for events); the names and defaults are below\n"
 	"  --token-file FILE    require 'Authorization: Bearer <token>' over HTTP\n"
 	"  --tls-cert FILE, --tls-key FILE   serve HTTPS\n"
 	"  --allow-policy-put   accept PUT /v1/policy (needs --token-file)\n"
@@ -52,6 +51,18 @@ static const char usage[] =
 	"                       100; 0 writes every one)\n"
 	"  -v, --verbose        more detail; twice: libbpf's too\n"
 	"  -h, --help\n";
+
+static void print_usage(void)
+{
+	uint32_t sizes[SM_SIZE_MAX];
+	int i;
+
+	fputs(usage, stdout);
+	sm_dp_default_sizes(sizes);
+	printf("\nMap sizes (--map-size NAME=N), defaults:\n");
+	for (i = 0; i < SM_SIZE_MAX; i++)
+		printf("  %-8s %u\n", sm_dp_size_name(i), sizes[i]);
+}
 
 enum {
 	OPT_POLICY = 256,
@@ -169,7 +180,7 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 			o->deny_records = (uint32_t)v;
 			break;
 		case 'v': o->verbose++; break;
-		case 'h': fputs(usage, stdout); exit(EXIT_SUCCESS);
+		case 'h': print_usage(); exit(EXIT_SUCCESS);
 		default: err = -EINVAL; break;
 		}
 	}
@@ -245,15 +256,21 @@ static int put_in_force(struct sm_agent *a, struct sm_policy *p, uint64_t hash, 
 	int err;
 
 	err = sm_compile(p, &ctx, &img, d);
-	if (err)
-		return err;
-	missing = img->missing_cgroups;
-	snprintf(first, sizeof(first), "%s", img->first_missing);
-	err = sm_apply(&a->applier, img, d);
+	if (!err) {
+		missing = img->missing_cgroups;
+		snprintf(first, sizeof(first), "%s", img->first_missing);
+		err = sm_apply(&a->applier, img, d);
+		if (err)
+			sm_image_free(img);
+	}
 	if (err) {
-		sm_image_free(img);
+		/* A refused policy keeps none of the ids it was given. */
+		if (sm_names_rollback(&a->names))
+			pr_warn("map %s: taking back the names of a refused policy failed\n",
+				SM_STR(SM_MAP_NAMES));
 		return err;
 	}
+	sm_names_commit(&a->names);
 	if (gen != a->applier.generation)
 		sm_drain(a, a->applier.slot[a->applier.active ^ 1],
 			 a->applier.slot[a->applier.active]);

@@ -10,17 +10,74 @@
 #include "mapiter.h"
 #include "names.h"
 
-static int name_store(struct sm_names *n, uint32_t id, uint8_t subset, const char *name)
+static int name_write(struct sm_names *n, uint32_t id, uint8_t subset, const char *name)
 {
 	struct sm_name_key key = {.svc = id, .subset = subset};
 	struct sm_name_val val = {};
 
 	if (n->map_fd < 0)
 		return 0;
+	if (!name[0])
+		return bpf_map_delete_elem(n->map_fd, &key) && errno != ENOENT ? -errno : 0;
 	snprintf(val.name, sizeof(val.name), "%s", name);
 	if (bpf_map_update_elem(n->map_fd, &key, &val, BPF_ANY))
 		return -errno;
 	return 0;
+}
+
+static char *name_slot(struct sm_names *n, uint32_t id, uint8_t subset)
+{
+	return subset == SM_SUBSET_NONE ? n->e[id].name : n->e[id].subset[subset];
+}
+
+/* Give (id, subset) the name, remembering the one it had. Lock held. */
+static int name_store(struct sm_names *n, uint32_t id, uint8_t subset, const char *name)
+{
+	struct sm_name_undo *u;
+	int err;
+
+	if (n->n_undo == n->cap_undo) {
+		size_t cap = n->cap_undo ? 2 * n->cap_undo : 64;
+
+		u = realloc(n->undo, cap * sizeof(*u));
+		if (!u)
+			return -ENOMEM;
+		n->undo = u;
+		n->cap_undo = cap;
+	}
+	err = name_write(n, id, subset, name);
+	if (err)
+		return err;
+	u = &n->undo[n->n_undo++];
+	u->id = id;
+	u->subset = subset;
+	memcpy(u->prev, name_slot(n, id, subset), SM_NAME_LEN);
+	snprintf(name_slot(n, id, subset), SM_NAME_LEN, "%s", name);
+	return 0;
+}
+
+void sm_names_commit(struct sm_names *n)
+{
+	pthread_mutex_lock(&n->lock);
+	n->n_undo = 0;
+	pthread_mutex_unlock(&n->lock);
+}
+
+int sm_names_rollback(struct sm_names *n)
+{
+	struct sm_name_undo *u;
+	int err = 0, e;
+
+	pthread_mutex_lock(&n->lock);
+	/* Newest first: a slot given twice ends with its first name. */
+	while (n->n_undo) {
+		u = &n->undo[--n->n_undo];
+		e = name_write(n, u->id, u->subset, u->prev);
+		err = err ?: e;
+		memcpy(name_slot(n, u->id, u->subset), u->prev, SM_NAME_LEN);
+	}
+	pthread_mutex_unlock(&n->lock);
+	return err;
 }
 
 static int name_load(const void *key, void *value, void *ctx)
@@ -54,7 +111,9 @@ int sm_names_init(struct sm_names *n, int map_fd, uint32_t cap)
 void sm_names_free(struct sm_names *n)
 {
 	free(n->e);
+	free(n->undo);
 	n->e = NULL;
+	n->undo = NULL;
 	pthread_mutex_destroy(&n->lock);
 }
 
@@ -79,7 +138,6 @@ int sm_names_service(struct sm_names *n, const char *name, uint32_t *id)
 	err = name_store(n, free_id, SM_SUBSET_NONE, name);
 	if (err)
 		goto out;
-	snprintf(n->e[free_id].name, SM_NAME_LEN, "%s", name);
 	*id = free_id;
 out:
 	pthread_mutex_unlock(&n->lock);
@@ -143,10 +201,9 @@ int sm_names_subsets(struct sm_names *n, uint32_t id, const char (*names)[SM_NAM
 			err = slot;
 			break;
 		}
-		err = name_store(n, id, slot, names[i]);
+		err = name_store(n, id, (uint8_t)slot, names[i]);
 		if (err)
 			break;
-		snprintf(e->subset[slot], SM_NAME_LEN, "%s", names[i]);
 		idx[i] = slot;
 		taken[slot] = 1;
 	}

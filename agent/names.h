@@ -21,11 +21,20 @@ struct sm_name_entry {
 	char subset[SM_MAX_SUBSETS][SM_NAME_LEN];
 };
 
+/* A name given since the last sm_names_commit(), and what it replaced. */
+struct sm_name_undo {
+	uint32_t id;
+	uint8_t subset; /* SM_SUBSET_NONE: the service name */
+	char prev[SM_NAME_LEN];
+};
+
 struct sm_names {
 	pthread_mutex_t lock;
 	int map_fd;   /* pinned sm_names; -1: memory only */
 	uint32_t cap; /* ids 1 .. cap-1 */
 	struct sm_name_entry *e;
+	struct sm_name_undo *undo;
+	size_t n_undo, cap_undo;
 };
 
 /* Load what the map holds. 0 or -errno. */
@@ -41,6 +50,15 @@ int sm_names_service(struct sm_names *n, const char *name, uint32_t *id);
  */
 int sm_names_subsets(struct sm_names *n, uint32_t id, const char (*names)[SM_NAME_LEN],
 		     unsigned int count, uint8_t *idx);
+
+/*
+ * A policy's names are given while it is compiled, before anyone knows
+ * whether it will be applied. Commit keeps them; rollback takes back
+ * every name given since the last commit, so a refused policy uses up
+ * no ids.
+ */
+void sm_names_commit(struct sm_names *n);
+int sm_names_rollback(struct sm_names *n);
 
 /* Names for labels and logs: "world" for id 0, "" for unknown subsets. */
 void sm_names_get(struct sm_names *n, uint32_t id, char *buf, size_t len);

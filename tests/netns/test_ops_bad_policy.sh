@@ -6,7 +6,8 @@
 # more rules than the agent's --map-size rule=16 holds) are each refused
 # as a whole while the agent runs: the located error is in the agent's
 # log and in /v1/status last_error, reloads_total{result="error"} counts
-# it, the previous policy goes on deciding connections, the agent keeps
+# it, the previous policy goes on deciding connections (and the refused
+# policy's new service names take no ids), the agent keeps
 # running, and the next good file applies; a FIFO at the path is refused
 # without stalling the agent; putting back the text in force after a bad
 # file clears the error. The agent also refuses to
@@ -138,6 +139,7 @@ gen=1
 for kind in bad_syntax bad_field bad_service bad_too_big; do
 	g0=$(metric sockmesh_policy_generation)
 	e0=$(metric sockmesh_policy_reloads_total 'result="error"')
+	names0=$(metric sockmesh_map_entries 'map="sm_names"')
 	bad "$kind" "$gen"
 	want=$WANT
 	loc=${want%%: *}
@@ -155,6 +157,9 @@ for kind in bad_syntax bad_field bad_service bad_too_big; do
 	echo "ok: $kind: the same error in the agent's log"
 	sb_assert_eq "$kind: the generation in force stays" "$g0" \
 		"$(metric sockmesh_policy_generation)"
+	# bad_too_big names 20 new services: none of them keeps an id.
+	sb_assert_eq "$kind: no service name kept in sm_names" "$names0" \
+		"$(metric sockmesh_map_entries 'map="sm_names"')"
 	assert_web "$kind refused" "$web"
 	kill -0 "$PID" || sb_fail "$kind: the agent is gone"
 
