@@ -1870,10 +1870,73 @@ static int check_document(struct parser *ps, yaml_parser_t *yp, yaml_document_t 
 	return err;
 }
 
+/*
+ * A policy nests a few levels; a file of nothing but brackets nests
+ * thousands, and libyaml's scanner takes time that grows with the square
+ * of the depth. Refuse deep flow nesting before libyaml sees it. Quoted
+ * scalars and comments are skipped the way YAML reads them; block
+ * nesting needs indentation, so its depth is bounded by the line length.
+ */
+#define MAX_FLOW_DEPTH 64
+
+static int nesting_check(struct parser *ps, const char *buf, size_t len)
+{
+	unsigned int depth = 0, line = 1, col = 0;
+	char quote = 0, prev = '\n';
+	bool comment = false;
+	size_t i;
+
+	for (i = 0; i < len; prev = buf[i++]) {
+		char c = buf[i];
+
+		col++;
+		if (c == '\n') {
+			line++;
+			col = 0;
+			comment = false;
+			continue;
+		}
+		if (comment)
+			continue;
+		if (quote) {
+			if (quote == '"' && c == '\\' && i + 1 < len && buf[i + 1] != '\n') {
+				i++;
+				col++;
+			} else if (c == quote) {
+				quote = 0;
+			}
+			continue;
+		}
+		/* What starts a quoted scalar or a comment follows a separator. */
+		if (prev && strchr(" \t\n[{,:", prev)) {
+			if (c == '\'' || c == '"') {
+				quote = c;
+				continue;
+			}
+			if (c == '#') {
+				comment = true;
+				continue;
+			}
+		}
+		if ((c == '[' || c == '{') && ++depth > MAX_FLOW_DEPTH) {
+			report(ps, (struct sm_loc){line, col},
+			       "invalid YAML: nested deeper than %d levels", MAX_FLOW_DEPTH);
+			return -EINVAL;
+		}
+		if ((c == ']' || c == '}') && depth)
+			depth--;
+	}
+	return 0;
+}
+
 static int load_document(struct parser *ps, const char *buf, size_t len, yaml_document_t *doc)
 {
 	yaml_parser_t yp;
 	int err;
+
+	err = nesting_check(ps, buf, len);
+	if (err)
+		return err;
 
 	if (!yaml_parser_initialize(&yp))
 		return -ENOMEM;

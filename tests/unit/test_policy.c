@@ -986,6 +986,41 @@ static void test_empty_and_bad_yaml(void **state)
 		     {2, 1, {"one YAML document"}});
 }
 
+/* HEAD, then n levels of [], then TAIL, in a new string. */
+static char *nested(const char *head, size_t n, const char *tail)
+{
+	size_t hl = strlen(head), tl = strlen(tail);
+	char *y = malloc(hl + 2 * n + tl + 1);
+
+	assert_non_null(y);
+	memcpy(y, head, hl);
+	memset(y + hl, '[', n);
+	memset(y + hl + n, ']', n);
+	memcpy(y + hl + 2 * n, tail, tl + 1);
+	return y;
+}
+
+static void test_deep_nesting(void **state)
+{
+	char *y;
+
+	(void)state;
+	/* 100,000 levels: refused at the 65th, without waiting on libyaml. */
+	y = nested("apiVersion: sockmesh/v1\nservices: ", 100000, "\n");
+	check_errors(y, {2, 75, {"invalid YAML: nested deeper than 64 levels"}});
+	free(y);
+	/* 64 levels are YAML enough; the policy check has its say. */
+	y = nested("apiVersion: sockmesh/v1\nservices: ", 64, "\n");
+	check_errors(y, {2, 11, {"expected a mapping", "got a list"}});
+	free(y);
+	/* Brackets in comments and quoted scalars are no nesting. */
+	y = nested(
+		"apiVersion: sockmesh/v1\n# ", 100,
+		"\nnode: \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"\n");
+	check_errors(y, {3, 7, {"node name"}});
+	free(y);
+}
+
 static void test_load_and_print(void **state)
 {
 	struct sm_policy *p = NULL;
@@ -1127,6 +1162,7 @@ int main(void)
 		cmocka_unit_test(test_no_cascade),
 		cmocka_unit_test(test_api_version),
 		cmocka_unit_test(test_empty_and_bad_yaml),
+		cmocka_unit_test(test_deep_nesting),
 		cmocka_unit_test(test_load_and_print),
 		cmocka_unit_test(test_hand_built_lookup),
 		cmocka_unit_test(test_large_policy),
