@@ -24,6 +24,7 @@
 #include "agent.h"
 #include "cgroup.h"
 #include "compile.h"
+#include "http.h"
 #include "log.h"
 #include "pins.h"
 
@@ -136,6 +137,35 @@ static int parse_size_opt(struct sm_opts *o, const char *arg)
 	return err;
 }
 
+/*
+ * What the flags name, checked before anything is loaded: a typo in a
+ * unit file must not cost a round of loading programs on every restart.
+ */
+static int check_files(const struct sm_opts *o)
+{
+	const char *files[] = {o->tls_cert, o->tls_key, o->token_file};
+	const char *flags[] = {"--tls-cert", "--tls-key", "--token-file"};
+	struct sockaddr_storage ss;
+	socklen_t len;
+	size_t i;
+
+	if (sm_http_parse_listen(o->listen, &ss, &len)) {
+		fprintf(stderr,
+			"sockmesh-agent: --listen '%s': expected IPv4:PORT or "
+			"[IPv6]:PORT, PORT from 0 to 65535\n",
+			o->listen);
+		return -EINVAL;
+	}
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if (files[i] && access(files[i], R_OK)) {
+			fprintf(stderr, "sockmesh-agent: %s '%s': %s\n", flags[i], files[i],
+				strerror(errno));
+			return -errno;
+		}
+	}
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct sm_opts *o)
 {
 	unsigned long long v;
@@ -204,7 +234,7 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 				"--token-file: nobody may change policy unauthenticated\n");
 		return -EINVAL;
 	}
-	return 0;
+	return check_files(o);
 }
 
 static uint64_t fnv1a(const char *s, size_t n)

@@ -13,7 +13,9 @@
 # file clears the error. The agent also refuses to
 # start on a bad file: on a first install it leaves nothing pinned or
 # attached, and on a restart the programs already attached keep enforcing.
-# Last, `sockmesh check --cgroup` reads --cgroup the way the agent does.
+# Bad flags (--listen, TLS and token files) are refused before anything
+# is loaded. Last, `sockmesh check --cgroup` reads --cgroup the way the
+# agent does.
 set -euo pipefail
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
@@ -120,6 +122,24 @@ echo "ok: first start, too big: the reason on stderr"
 sb_assert_eq "first start, too big: nothing left pinned" "" \
 	"$(find "$(sb_agent first2 bpffs)" -mindepth 1 2>/dev/null)"
 sb_assert_eq "first start, too big: nothing attached" "" "$(ops_cgroup_progs)"
+
+# Bad flags are refused before anything is loaded.
+ops_write "$OPS_POLICY" "$(ops_policy 0)"
+for flags in "--listen bogus" "--listen 127.0.0.1:70000" \
+	"--tls-cert $SB_WORK/none.pem --tls-key $SB_WORK/none.pem" \
+	"--token-file $SB_WORK/none"; do
+	rc=0
+	# shellcheck disable=SC2086 # FLAGS are words
+	timeout 20 "$SB_BUILD/sockmesh-agent" --policy "$OPS_POLICY" \
+		--cgroup "$SB_CGROOT" --bpffs "$SB_WORK/bpffs/flags" \
+		--flow-log "" $flags >"$SB_WORK/flags.out" 2>&1 || rc=$?
+	sb_assert_eq "$flags: refused" 1 "$rc"
+	sb_assert_match "$flags: the message names it" "${flags%% *} '" \
+		"$(cat "$SB_WORK/flags.out")"
+	sb_assert_eq "$flags: nothing pinned" "" \
+		"$(find "$SB_WORK/bpffs/flags" -mindepth 1 2>/dev/null)"
+	sb_assert_eq "$flags: nothing attached" "" "$(ops_cgroup_progs)"
+done
 
 # --- the agent runs; bad files come and go ---
 
