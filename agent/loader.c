@@ -620,6 +620,7 @@ int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *o)
 	dp->cgroup_fd = -1;
 	dp->lock_fd = -1;
 	snprintf(dp->bpffs, sizeof(dp->bpffs), "%s", o->bpffs);
+	snprintf(dp->cgroup, sizeof(dp->cgroup), "%s", o->cgroup);
 
 	err = sm_pins_prepare(o->bpffs);
 	if (!err)
@@ -753,12 +754,87 @@ static int link_create(struct sm_dp *dp, struct bpf_program *prog, const char *p
 	return err;
 }
 
+/* The program behind the link pinned at path; 0 when there is none. */
+static __u32 pinned_link_prog(const char *path)
+{
+	struct bpf_link_info info = {};
+	__u32 len = sizeof(info);
+	int fd;
+
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return 0;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		info.prog_id = 0;
+	close(fd);
+	return info.prog_id;
+}
+
+/* The name of program id (truncated as the kernel keeps it); "" if gone. */
+static void prog_name(__u32 id, char *name, size_t len)
+{
+	struct bpf_prog_info info = {};
+	__u32 ilen = sizeof(info);
+	int fd;
+
+	name[0] = '\0';
+	fd = bpf_prog_get_fd_by_id(id);
+	if (fd < 0)
+		return;
+	if (!bpf_obj_get_info_by_fd(fd, &info, &ilen))
+		snprintf(name, len, "%s", info.name);
+	close(fd);
+}
+
+/*
+ * Another agent's programs on our cgroup (same --cgroup, another --bpffs)
+ * would decide every connection twice, by two policies. Refuse to join
+ * them: a program named like one of ours, attached to the cgroup itself,
+ * that is not behind one of our pinned links.
+ */
+static int foreign_check(struct sm_dp *dp)
+{
+	char path[PATH_MAX], name[BPF_OBJ_NAME_LEN];
+	__u32 ids[64], ours, i;
+	unsigned int h;
+	int err;
+
+	for (h = 0; h < dp->n_hooks; h++) {
+		LIBBPF_OPTS(bpf_prog_query_opts, q, .prog_ids = ids, .prog_cnt = 64);
+
+		err = sm_pin_link_path(dp->bpffs, dp->hooks[h].prog, path, sizeof(path));
+		if (err)
+			return err;
+		ours = pinned_link_prog(path);
+		if (bpf_prog_query_opts(dp->cgroup_fd, dp->hooks[h].attach_type, &q))
+			continue;
+		for (i = 0; i < q.prog_cnt; i++) {
+			if (ids[i] == ours)
+				continue;
+			prog_name(ids[i], name, sizeof(name));
+			if (strncmp(name, dp->hooks[h].prog, sizeof(name) - 1))
+				continue;
+			pr_warn("cgroup %s: program %s (id %u) of another sockmesh agent is "
+				"attached already; stop that agent and remove its programs "
+				"with 'sockmesh uninstall --bpffs DIR' (its pin directory), "
+				"or give this agent another --cgroup\n",
+				dp->cgroup, name, ids[i]);
+			return -EEXIST;
+		}
+	}
+	return 0;
+}
+
 int sm_dp_attach(struct sm_dp *dp)
 {
 	char path[PATH_MAX];
 	struct bpf_program *prog;
 	unsigned int i;
-	int err = 0;
+	int err;
+
+	err = foreign_check(dp);
+	if (err)
+		return err;
 
 	for (i = 0; i < dp->n_hooks && !err; i++) {
 		struct sm_hook *h = &dp->hooks[i];

@@ -73,6 +73,7 @@ struct sm_renew {
 struct sm_dp {
 	struct sockmesh *skel;
 	char bpffs[256];
+	char cgroup[4096]; /* absolute path of the managed cgroup */
 	int cgroup_fd;
 	int lock_fd;	     /* the pin directory, locked while we run */
 	bool adopted;	     /* pinned state was found and reused */
