@@ -137,6 +137,15 @@ static const char *protocols_name(unsigned int p)
 	return p == (SM_PROTO_TCP | SM_PROTO_UDP) ? "both" : p == SM_PROTO_UDP ? "udp" : "tcp";
 }
 
+static struct json_object *outlier_json(const struct sm_outlier *ol)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "failures", json_object_new_int64(ol->failures));
+	json_object_object_add(o, "eject_seconds", json_object_new_int64(ol->eject_seconds));
+	return o;
+}
+
 static struct json_object *service_json(const struct sm_service *s)
 {
 	struct json_object *o = json_object_new_object();
@@ -151,6 +160,7 @@ static struct json_object *service_json(const struct sm_service *s)
 	json_object_object_add(o, "affinity",
 			       jstr(s->affinity == SM_AFFINITY_SOURCE ? "source" : "none"));
 	json_object_object_add(o, "drain", jstr(s->drain == SM_DRAIN_KEEP ? "keep" : "close"));
+	json_object_object_add(o, "outlier", outlier_json(&s->outlier));
 	for (i = 0; i < s->n_subsets; i++) {
 		struct json_object *sub = json_object_new_object();
 
@@ -195,6 +205,7 @@ static struct json_object *policy_json(const struct sm_policy *p, int services_o
 			       jstr(p->default_mode == SM_MODE_AUDIT ? "audit" : "enforce"));
 	json_object_object_add(defs, "egress",
 			       jstr(p->egress == SM_EGRESS_DENY ? "deny" : "allow"));
+	json_object_object_add(defs, "outlier", outlier_json(&p->default_outlier));
 	rules = json_object_new_array();
 	for (i = 0; i < p->n_rules; i++) {
 		const struct sm_rule *r = &p->rules[i];

@@ -62,6 +62,11 @@ rules:
 EOF
 )"
 lb_agent
+sb_assert_json "GET /v1/policy: each service's outlier settings and the defaults" \
+	'.services.flaky.outlier == {"failures": 3, "eject_seconds": 120} and
+	 .services.brief.outlier == {"failures": 3, "eject_seconds": 2} and
+	 (.defaults.outlier | has("failures") and has("eject_seconds"))' \
+	"$(curl -fsS --max-time 5 "$LB_URL/v1/policy")"
 lb_serve /backend 198.18.5.1:80 f1
 lb_serve /backend 198.18.5.3:80 f3
 lb_serve /backend 198.18.5.6:80 s1
