@@ -3,6 +3,7 @@
  * sockmesh: inspect and operate a node. It reads the pinned maps directly,
  * so it works while the agent is down. `sockmesh help` lists the verbs.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <json-c/json.h>
+#include <linux/magic.h>
 
 #include "cgroup.h"
 #include "jsonout.h"
@@ -1079,6 +1082,69 @@ static int do_explain(int argc, char **argv)
 
 /* ---- uninstall ---- */
 
+/*
+ * Uninstall unlinks what it finds under --bpffs, so it must be a bpf file
+ * system: there, every file is a pin. On any other file system the same
+ * walk would delete ordinary files. path missing: 0 (nothing of ours).
+ */
+static int need_bpffs(const char *path)
+{
+	struct statfs st;
+	int err;
+
+	if (statfs(path, &st)) {
+		err = -errno;
+		if (err == -ENOENT)
+			return 0;
+		p_err("%s: %s; nothing was removed", path, strerror(-err));
+		return err;
+	}
+	if (st.f_type == BPF_FS_MAGIC)
+		return 0;
+	p_err("%s is not on a bpf file system (f_type 0x%llx); uninstall removes "
+	      "pins from bpffs only, nothing was removed (see --bpffs)",
+	      path, (unsigned long long)st.f_type);
+	return -EINVAL;
+}
+
+/* Every entry of <bpffs>/<sub> is a BPF pin (bpf_obj_get opens it)? */
+static int only_pins(const char *sub)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 256];
+	struct dirent *de;
+	int err, fd;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/%s", g.bpffs, sub);
+	err = need_bpffs(dir);
+	if (err)
+		return err;
+	d = opendir(dir);
+	if (!d) {
+		err = -errno;
+		if (err == -ENOENT)
+			return 0;
+		p_err("%s: %s; nothing was removed", dir, strerror(-err));
+		return err;
+	}
+	while (!err && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		fd = bpf_obj_get(path);
+		if (fd >= 0) {
+			close(fd);
+			continue;
+		}
+		err = -EINVAL;
+		p_err("%s is not a BPF pin; uninstall removes pins only, nothing "
+		      "was removed",
+		      path);
+	}
+	closedir(d);
+	return err;
+}
+
 static int do_uninstall(int argc, char **argv)
 {
 	int err;
@@ -1093,6 +1159,14 @@ static int do_uninstall(int argc, char **argv)
 			printf("nothing to remove under %s\n", g.bpffs);
 		return 0;
 	}
+	/* Check everything first: a refusal leaves the node as it was. */
+	err = need_bpffs(g.bpffs);
+	if (!err)
+		err = only_pins("links");
+	if (!err)
+		err = only_pins("maps");
+	if (err)
+		return err;
 	err = sm_pins_uninstall(g.bpffs);
 	if (err) {
 		p_err("uninstall under %s: %s", g.bpffs, strerror(-err));

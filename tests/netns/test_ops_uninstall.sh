@@ -7,6 +7,8 @@
 # connects; a VIP is no longer translated). Once with the agent stopped
 # first, as an operator would, and once with it still running: the agent
 # then reports itself not ready, and its programs go when it stops.
+# Uninstall removes pins only: a --bpffs that is not on a bpf file system,
+# or one that holds anything but pins, is refused and left as it was.
 set -euo pipefail
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
@@ -58,6 +60,41 @@ assert_clean() {
 		"$(result "$OPS_WEB")"
 }
 
+# True when uninstall --bpffs DIR fails, says ERROR_RE on stderr and
+# prints nothing on stdout; LABEL names the case.
+assert_refused() {
+	local label=$1 dir=$2 error_re=$3 rc=0
+	"$SB_BUILD/sockmesh" uninstall --bpffs "$dir" >"$SB_WORK/un.out" \
+		2>"$SB_WORK/un.err" || rc=$?
+	sb_assert_eq "$label: exit status" 1 "$rc"
+	sb_assert_match "$label: the error" "$error_re" "$(cat "$SB_WORK/un.err")"
+	sb_assert_eq "$label: nothing on stdout" "" "$(cat "$SB_WORK/un.out")"
+}
+
+# --- not a bpf file system: refused, nothing removed ---
+
+fake=$SB_WORK/fake
+mkdir -p "$fake/maps" "$fake/links"
+echo y >"$fake/maps/sm_rule"
+echo y >"$fake/maps/notes.txt"
+echo y >"$fake/links/sm_connect4"
+before=$(cd "$fake" && find . | sort)
+assert_refused "not bpffs" "$fake" \
+	"^Error: $fake is not on a bpf file system .*nothing was removed"
+sb_assert_eq "not bpffs: every file and directory is still there" \
+	"$before" "$(cd "$fake" && find . | sort)"
+sb_assert_eq "not bpffs: contents untouched" "y" "$(cat "$fake/maps/notes.txt")"
+
+# The directory is on bpffs but maps/ leads elsewhere.
+mkdir -p "$SB_WORK/bpffs/elsewhere"
+ln -s "$fake/maps" "$SB_WORK/bpffs/elsewhere/maps"
+assert_refused "maps/ not on bpffs" "$SB_WORK/bpffs/elsewhere" \
+	"^Error: $SB_WORK/bpffs/elsewhere/maps is not on a bpf file system"
+sb_assert_eq "maps/ not on bpffs: every file still there" \
+	"$before" "$(cd "$fake" && find . | sort)"
+rm "$SB_WORK/bpffs/elsewhere/maps"
+rmdir "$SB_WORK/bpffs/elsewhere"
+
 # --- the agent stopped first ---
 
 ops_agent
@@ -69,6 +106,16 @@ sb_assert_ge "the agent's programs and maps found" \
 sb_agent_stop sockmesh
 sb_assert_eq "agent stopped: still enforcing" '{"EPERM":1}' \
 	"$(result "$OPS_LOCKED")"
+
+# Something in maps/ that is no pin: refused before anything is removed.
+pins=$(cd "$SB_BPFFS" && find . | sort)
+mkdir "$SB_BPFFS/maps/stray"
+assert_refused "a directory among the pins" "$SB_BPFFS" \
+	"^Error: $SB_BPFFS/maps/stray is not a BPF pin; .*nothing was removed"
+rmdir "$SB_BPFFS/maps/stray"
+sb_assert_eq "... every pin still there" "$pins" \
+	"$(cd "$SB_BPFFS" && find . | sort)"
+sb_assert_eq "... still enforcing" '{"EPERM":1}' "$(result "$OPS_LOCKED")"
 
 out=$("$SB_BUILD/sockmesh" uninstall --bpffs "$SB_BPFFS")
 sb_assert_eq "uninstall says what it did" \
