@@ -1017,13 +1017,26 @@ static struct json_object *explain_json(int fd, const struct sm_sk *s, struct sm
 		sm_sockaddr_str(&s->dst, buf, sizeof(buf));
 		json_object_object_add(o, "dst_addr", json_object_new_string(buf));
 	}
-	if (strcmp(role, "listener")) {
+	if (strcmp(role, "listener") && (s->flags & SM_SK_MANAGED)) {
 		json_object_object_add(o, "verdict",
 				       json_object_new_string(sm_verdict_name(s->verdict)));
 		json_object_object_add(o, "reason",
 				       json_object_new_string(sm_reason_name(s->reason)));
 		json_object_object_add(
 			o, "rule", s->rule == SM_RULE_NONE ? NULL : json_object_new_int64(s->rule));
+	} else if (strcmp(role, "listener")) {
+		/*
+		 * The socket keeps only an allowed or audited decision: a
+		 * refused connect() leaves its storage as it was, so its
+		 * verdict field means nothing here. The flow log has the deny.
+		 */
+		json_object_object_add(o, "verdict", json_object_new_string("none"));
+		json_object_object_add(o, "reason", NULL);
+		json_object_object_add(o, "rule", NULL);
+		json_object_object_add(
+			o, "note",
+			json_object_new_string("no connection was decided for this socket; a refused "
+					       "connect() is recorded in the flow log only"));
 	}
 	sockmesh_trace_id_hex(s->trace_id, hex);
 	json_object_object_add(o, "trace_id",
