@@ -73,6 +73,18 @@ __attribute__((format(printf, 1, 2))) static void p_err(const char *fmt, ...)
 	}
 }
 
+/* Something the user should know that is no error: stderr in both modes. */
+__attribute__((format(printf, 1, 2))) static void p_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("Warning: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
 static void print_json(struct json_object *o)
 {
 	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -793,6 +805,14 @@ static int flow_match(struct json_object *o, const struct flow_filter *f)
 	return 1;
 }
 
+/* A field of a flow record as text, "-" when the record has none. */
+static const char *flow_field(struct json_object *o, const char *name)
+{
+	const char *v = json_object_get_string(json_object_object_get(o, name));
+
+	return v ? v : "-";
+}
+
 static void flow_print(struct json_object *o)
 {
 	if (g.json) {
@@ -800,59 +820,73 @@ static void flow_print(struct json_object *o)
 							       JSON_C_TO_STRING_NOSLASHESCAPE));
 		return;
 	}
-	printf("%s %-7s %-6s %s -> %s %s %s -> %s %s",
-	       json_object_get_string(json_object_object_get(o, "ts")),
-	       json_object_get_string(json_object_object_get(o, "event")),
-	       json_object_get_string(json_object_object_get(o, "side")),
-	       json_object_get_string(json_object_object_get(o, "src")),
-	       json_object_get_string(json_object_object_get(o, "dst")),
-	       json_object_get_string(json_object_object_get(o, "verdict")),
-	       json_object_get_string(json_object_object_get(o, "orig_dst")),
-	       json_object_get_string(json_object_object_get(o, "dst_addr")),
-	       json_object_get_string(json_object_object_get(o, "trace_id")));
-	putchar('\n');
+	printf("%s %-7s %-6s %s -> %s %s %s -> %s %s\n", flow_field(o, "ts"),
+	       flow_field(o, "event"), flow_field(o, "side"), flow_field(o, "src"),
+	       flow_field(o, "dst"), flow_field(o, "verdict"), flow_field(o, "orig_dst"),
+	       flow_field(o, "dst_addr"), flow_field(o, "trace_id"));
 }
 
-/* Print the matching lines of one file; returns where it stopped. */
-static long flow_scan(const char *path, long from, const struct flow_filter *f)
+/* Where a scan of the flow log stopped, and what it could not read. */
+struct flow_pos {
+	long pos;
+	unsigned long skipped; /* lines that are no flow record */
+};
+
+/*
+ * Print the matching records of one file from p->pos on, and move p->pos
+ * past what was read. 0, or -errno when the file cannot be opened.
+ */
+static int flow_scan(const char *path, struct flow_pos *p, const struct flow_filter *f)
 {
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	long pos = from;
 	FILE *fp;
 
 	fp = fopen(path, "re");
 	if (!fp)
-		return from;
-	if (from > 0)
-		fseek(fp, from, SEEK_SET);
+		return -errno;
+	if (p->pos > 0)
+		fseek(fp, p->pos, SEEK_SET);
 	while ((n = getline(&line, &cap, fp)) > 0) {
 		struct json_object *o;
 
 		/* A half-written last line is read again next time. */
 		if (line[n - 1] != '\n')
 			break;
-		pos += n;
+		p->pos += n;
 		o = json_tokener_parse(line);
-		if (o && flow_match(o, f))
+		/* Every flow record is an object; anything else is not one. */
+		if (!json_object_is_type(o, json_type_object))
+			p->skipped++;
+		else if (flow_match(o, f))
 			flow_print(o);
 		json_object_put(o);
 	}
 	free(line);
 	fclose(fp);
 	fflush(stdout);
-	return pos;
+	return 0;
+}
+
+/* Say (stderr) how many lines since the last report were no records. */
+static void flow_skipped(const char *path, struct flow_pos *p)
+{
+	if (!p->skipped)
+		return;
+	p_warn("%s: skipped %lu line%s that %s not flow records", path, p->skipped,
+	       p->skipped == 1 ? "" : "s", p->skipped == 1 ? "is" : "are");
+	p->skipped = 0;
 }
 
 static int do_flows(int argc, char **argv)
 {
 	struct flow_filter f = {g.trace, g.service, g.verdict};
+	struct flow_pos p = {};
 	bool follow = g.follow;
 	char path[PATH_MAX];
 	struct stat st;
-	long pos;
-	int i;
+	int i, err;
 
 	(void)argv;
 	if (argc) {
@@ -873,22 +907,42 @@ static int do_flows(int argc, char **argv)
 		return -EINVAL;
 	}
 	if (stat(g.flow_log, &st)) {
-		p_err("flow log %s: %s (see --flow-log)", g.flow_log, strerror(errno));
-		return -errno;
+		err = -errno;
+		p_err("flow log %s: %s (see --flow-log)", g.flow_log, strerror(-err));
+		return err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		p_err("flow log %s: %s (see --flow-log)", g.flow_log,
+		      S_ISDIR(st.st_mode) ? "is a directory, not a file" : "not a regular file");
+		return -EINVAL;
 	}
 	/* Oldest rotated file first, so records come in time order. */
 	for (i = 9; i >= 1; i--) {
 		snprintf(path, sizeof(path), "%s.%d", g.flow_log, i);
-		flow_scan(path, 0, &f);
+		p.pos = 0;
+		err = flow_scan(path, &p, &f);
+		if (err && err != -ENOENT) {
+			p_err("flow log %s: %s", path, strerror(-err));
+			return err;
+		}
+		flow_skipped(path, &p);
 	}
-	pos = flow_scan(g.flow_log, 0, &f);
+	p.pos = 0;
+	err = flow_scan(g.flow_log, &p, &f);
+	if (err) {
+		p_err("flow log %s: %s (see --flow-log)", g.flow_log, strerror(-err));
+		return err;
+	}
+	flow_skipped(g.flow_log, &p);
 	while (follow) {
 		struct timespec ts = {0, 200 * 1000 * 1000};
 
 		nanosleep(&ts, NULL);
-		if (!stat(g.flow_log, &st) && st.st_size < pos)
-			pos = 0; /* rotated: start the new file */
-		pos = flow_scan(g.flow_log, pos, &f);
+		if (!stat(g.flow_log, &st) && st.st_size < p.pos)
+			p.pos = 0; /* rotated: start the new file */
+		/* Between a rotation's two renames the file may be missing. */
+		flow_scan(g.flow_log, &p, &f);
+		flow_skipped(g.flow_log, &p);
 	}
 	return 0;
 }

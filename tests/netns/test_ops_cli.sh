@@ -1,0 +1,68 @@
+#!/bin/bash
+# SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+#
+# What the sockmesh CLI says when its input is not what it expects, with
+# no agent needed: every error is one "Error: " line on stderr (or an
+# error object with --json) that names what was typed, and the exit
+# status is 1.
+#   - flows: lines of the flow log that are JSON but no flow record are
+#     skipped and counted on stderr; fields a record lacks print as "-";
+#     a --flow-log that is a directory is an error naming it.
+set -euo pipefail
+source "$(dirname "$0")/../lib/sandbox.sh"
+
+sb_need_root
+sb_init
+sb_need_build "$SB_BUILD/sockmesh"
+
+# Run the CLI with ARGS: sets RC, OUT and ERR.
+cli() {
+	RC=0
+	"$SB_BUILD/sockmesh" "$@" >"$SB_WORK/cli.out" 2>"$SB_WORK/cli.err" || RC=$?
+	OUT=$(cat "$SB_WORK/cli.out")
+	ERR=$(cat "$SB_WORK/cli.err")
+}
+
+# Assert the last cli call failed with exactly one error line, ERROR.
+assert_error() {
+	local label=$1 error=$2
+	sb_assert_eq "$label: exit status" 1 "$RC"
+	sb_assert_eq "$label: the error" "Error: $error" "$ERR"
+	sb_assert_eq "$label: nothing on stdout" "" "$OUT"
+}
+
+# --- flows ---
+
+log=$SB_WORK/flows.jsonl
+cat >"$log" <<'JSONL'
+{"ts":1}
+[]
+"text"
+this is not JSON
+{"ts":"2024-01-01T00:00:00Z","event":"deny","side":"client","src":"a","dst":"b","verdict":"denied","orig_dst":"198.18.0.1:80","dst_addr":"198.18.0.1:80","trace_id":null}
+JSONL
+cli --flow-log "$log" flows
+sb_assert_eq "flows: exit status" 0 "$RC"
+sb_assert_eq "flows: missing fields print as -, non-records skipped" \
+	"1 -       -      - -> - - - -> - -
+2024-01-01T00:00:00Z deny    client a -> b denied 198.18.0.1:80 -> 198.18.0.1:80 -" \
+	"$OUT"
+sb_assert_eq "flows: the skipped lines are counted" \
+	"Warning: $log: skipped 3 lines that are not flow records" "$ERR"
+if grep -q "(null)" <<<"$OUT"; then
+	sb_fail "flows: (null) printed: $OUT"
+fi
+
+cli --json --flow-log "$log" flows --verdict denied
+sb_assert_eq "flows --json --verdict: the one record" 1 "$(grep -c . <<<"$OUT")"
+sb_assert_json "flows --json --verdict: it is the deny" '.event == "deny"' "$OUT"
+sb_assert_eq "flows --json: the skipped lines are counted on stderr" \
+	"Warning: $log: skipped 3 lines that are not flow records" "$ERR"
+
+mkdir "$SB_WORK/logdir"
+cli --flow-log "$SB_WORK/logdir" flows
+assert_error "flows: --flow-log a directory" \
+	"flow log $SB_WORK/logdir: is a directory, not a file (see --flow-log)"
+cli --flow-log "$SB_WORK/missing.jsonl" flows
+assert_error "flows: --flow-log missing" \
+	"flow log $SB_WORK/missing.jsonl: No such file or directory (see --flow-log)"
