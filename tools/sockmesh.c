@@ -949,33 +949,48 @@ static int do_flows(int argc, char **argv)
 
 /* ---- explain ---- */
 
+/* s is a decimal number in [min, max], digits only (no sign, no space)? */
+static int parse_dec(const char *s, long min, long max, long *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!*s || strspn(s, "0123456789") != strlen(s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v < (unsigned long long)min || v > (unsigned long long)max)
+		return -ERANGE;
+	*out = (long)v;
+	return 0;
+}
+
 /* A duplicate of fd FD of process PID, or -errno. */
 static int steal_fd(const char *pid_s, const char *fd_s)
 {
 	long pid, fdnum;
-	int pidfd, sfd;
-	char *end;
+	int pidfd, sfd, err;
 
-	pid = strtol(pid_s, &end, 10);
-	if (*end || pid <= 0) {
-		p_err("PID: '%s' is not a process id", pid_s);
+	if (parse_dec(pid_s, 1, INT_MAX, &pid)) {
+		p_err("PID '%s' is not a process id (a number from 1 to %d)", pid_s, INT_MAX);
 		return -EINVAL;
 	}
-	fdnum = strtol(fd_s, &end, 10);
-	if (*end || fdnum < 0 || fdnum > INT_MAX) {
-		p_err("FD: '%s' is not a file descriptor number", fd_s);
+	if (parse_dec(fd_s, 0, INT_MAX, &fdnum)) {
+		p_err("FD '%s' is not a file descriptor number (0 to %d)", fd_s, INT_MAX);
 		return -EINVAL;
 	}
 	pidfd = syscall(SYS_pidfd_open, (pid_t)pid, 0);
 	if (pidfd < 0) {
-		p_err("process %ld: %s", pid, strerror(errno));
-		return -errno;
+		err = -errno;
+		p_err("process %s: %s", pid_s, strerror(-err));
+		return err;
 	}
 	sfd = syscall(SYS_pidfd_getfd, pidfd, (int)fdnum, 0);
-	if (sfd < 0)
-		p_err("fd %ld of process %ld: %s", fdnum, pid, strerror(errno));
+	err = sfd < 0 ? -errno : 0;
+	if (err)
+		p_err("fd %s of process %s: %s", fd_s, pid_s, strerror(-err));
 	close(pidfd);
-	return sfd < 0 ? -errno : sfd;
+	return err ?: sfd;
 }
 
 /* One of the socket's own addresses ("" when it has none). */

@@ -8,6 +8,7 @@
 #   - flows: lines of the flow log that are JSON but no flow record are
 #     skipped and counted on stderr; fields a record lacks print as "-";
 #     a --flow-log that is a directory is an error naming it.
+#   - explain: PID and FD are digits only and in range; errors quote them.
 set -euo pipefail
 source "$(dirname "$0")/../lib/sandbox.sh"
 
@@ -66,3 +67,24 @@ assert_error "flows: --flow-log a directory" \
 cli --flow-log "$SB_WORK/missing.jsonl" flows
 assert_error "flows: --flow-log missing" \
 	"flow log $SB_WORK/missing.jsonl: No such file or directory (see --flow-log)"
+
+# --- explain: PID and FD as typed ---
+
+max=2147483647
+for bad in 99999999999999999999 0 +5 " 5" 5x "" 0x10; do
+	cli explain "$bad" 1
+	assert_error "explain PID '$bad'" \
+		"PID '$bad' is not a process id (a number from 1 to $max)"
+done
+for bad in 99999999999 2147483648 +1 1.0 ""; do
+	cli explain 1 "$bad"
+	assert_error "explain FD '$bad'" \
+		"FD '$bad' is not a file descriptor number (0 to $max)"
+done
+cli --json explain 99999999999999999999 1
+sb_assert_eq "explain --json: exit status" 1 "$RC"
+sb_assert_json "explain --json: an error object naming the PID as typed" \
+	'.error | test("^PID .99999999999999999999. is not")' "$OUT"
+# A PID no process has (above any pid_max the kernel allows, 2^22).
+cli explain 4194305 0
+assert_error "explain: no such process" "process 4194305: No such process"
