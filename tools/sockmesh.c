@@ -221,29 +221,99 @@ static int do_check(int argc, char **argv)
 	return err;
 }
 
+/* ---- policy map keys: which slot an entry belongs to ---- */
+
+static int dest_in_slot(const void *key, uint32_t slot)
+{
+	return ((const struct sm_dest_key *)key)->slot == slot;
+}
+
+static int cgroup_in_slot(const void *key, uint32_t slot)
+{
+	return ((const struct sm_cgroup_key *)key)->slot == slot;
+}
+
+static int rule_in_slot(const void *key, uint32_t slot)
+{
+	return ((const struct sm_rule_key *)key)->slot == slot;
+}
+
+static int svc_in_slot(const void *key, uint32_t slot)
+{
+	return ((const struct sm_svc_key *)key)->slot == slot;
+}
+
+/* The backend key's slot byte also carries the list (abi.h). */
+static int backend_in_slot(const void *key, uint32_t slot)
+{
+	return (((const struct sm_backend_key *)key)->slot & 1U) == slot;
+}
+
+static int qcfg_in_slot(const void *key, uint32_t slot)
+{
+	return ((const struct sm_quota_cfg_key *)key)->slot == slot;
+}
+
 /* ---- status ---- */
 
-static long map_count(const char *name, uint32_t *max)
+struct slot_count {
+	int (*in_slot)(const void *key, uint32_t slot);
+	uint32_t slot;
+	long n;
+};
+
+static int slot_count_one(const void *key, void *value, void *ctx)
 {
+	struct slot_count *c = ctx;
+
+	(void)value;
+	if (c->in_slot(key, c->slot))
+		c->n++;
+	return SM_WALK_NEXT;
+}
+
+/*
+ * Entries and capacity of a pinned map, counted the way the agent's
+ * sockmesh_map_entries and sockmesh_map_capacity count them: for a policy
+ * map (in_slot set) the entries of the slot in force and what one policy
+ * may use, half of max_entries; for the others every entry.
+ * -errno when the map cannot be read.
+ */
+static int map_fill(const char *name, int (*in_slot)(const void *key, uint32_t slot),
+		    uint32_t slot, long *n, uint32_t *max)
+{
+	struct slot_count c = {in_slot, slot, 0};
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);
-	long n;
-	int fd;
+	int fd, err = 0;
 
 	fd = sm_pin_map_open(g.bpffs, name);
 	if (fd < 0)
 		return fd;
-	if (!bpf_obj_get_info_by_fd(fd, &info, &len))
-		*max = info.max_entries;
-	n = sm_map_count(fd);
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		err = -errno;
+	*max = in_slot ? info.max_entries / SM_SLOTS : info.max_entries;
+	if (!err && in_slot)
+		err = sm_map_each(fd, slot_count_one, &c);
+	*n = in_slot ? c.n : sm_map_count(fd);
 	close(fd);
-	return n;
+	return err ?: (*n < 0 ? (int)*n : 0);
 }
 
-static const char *const status_maps[] = {
-	SM_STR(SM_MAP_CGROUP), SM_STR(SM_MAP_DEST),  SM_STR(SM_MAP_SVC),    SM_STR(SM_MAP_BACKEND),
-	SM_STR(SM_MAP_RULE),   SM_STR(SM_MAP_QCFG),  SM_STR(SM_MAP_QSTATE), SM_STR(SM_MAP_PAIR),
-	SM_STR(SM_MAP_CANARY), SM_STR(SM_MAP_NAMES),
+static const struct {
+	const char *name;
+	int (*in_slot)(const void *key, uint32_t slot); /* policy maps */
+} status_maps[] = {
+	{SM_STR(SM_MAP_CGROUP), cgroup_in_slot},
+	{SM_STR(SM_MAP_DEST), dest_in_slot},
+	{SM_STR(SM_MAP_SVC), svc_in_slot},
+	{SM_STR(SM_MAP_BACKEND), backend_in_slot},
+	{SM_STR(SM_MAP_RULE), rule_in_slot},
+	{SM_STR(SM_MAP_QCFG), qcfg_in_slot},
+	{SM_STR(SM_MAP_QSTATE), NULL},
+	{SM_STR(SM_MAP_PAIR), NULL},
+	{SM_STR(SM_MAP_CANARY), NULL},
+	{SM_STR(SM_MAP_NAMES), NULL},
 };
 
 static int read_stats(uint64_t *out)
@@ -485,11 +555,20 @@ static int do_status(int argc, char **argv)
 	for (i = 0; i < sizeof(status_maps) / sizeof(status_maps[0]); i++) {
 		struct json_object *m = json_object_new_object();
 		uint32_t max = 0;
-		long n = map_count(status_maps[i], &max);
+		long n = 0;
 
-		json_object_object_add(m, "entries", json_object_new_int64(n));
-		json_object_object_add(m, "capacity", json_object_new_int64(max));
-		json_object_object_add(maps, status_maps[i], m);
+		/* A map that cannot be read has no numbers (null). */
+		if (map_fill(status_maps[i].name, status_maps[i].in_slot, act.slot & 1, &n,
+			     &max)) {
+			json_object_object_add(m, "entries", NULL);
+			json_object_object_add(m, "capacity", NULL);
+		} else {
+			json_object_object_add(m, "entries", json_object_new_int64(n));
+			json_object_object_add(m, "capacity", json_object_new_int64(max));
+		}
+		json_object_object_add(m, "per_policy",
+				       json_object_new_boolean(status_maps[i].in_slot != NULL));
+		json_object_object_add(maps, status_maps[i].name, m);
 	}
 	json_object_object_add(o, "maps", maps);
 	stats = json_object_new_object();
@@ -507,13 +586,17 @@ static int do_status(int argc, char **argv)
 		printf("  policy generation %" PRIu64 " (slot %u, schema %u)\n",
 		       (uint64_t)act.generation, act.slot, act.schema);
 		printf("  programs attached: %d of %d pinned links\n", attached, total);
-		printf("  maps (entries / capacity; policy maps hold two slots):\n");
+		printf("  maps (entries / capacity; policy maps: the policy in force):\n");
 		json_object_object_foreachC(maps, it)
 		{
-			struct json_object *m = it.val;
+			struct json_object *m = it.val, *e = json_object_object_get(m, "entries");
 
+			if (!e) {
+				printf("    %-14s %6s / -\n", it.key, "-");
+				continue;
+			}
 			printf("    %-14s %6" PRId64 " / %" PRId64 "\n", it.key,
-			       json_object_get_int64(json_object_object_get(m, "entries")),
+			       json_object_get_int64(e),
 			       json_object_get_int64(json_object_object_get(m, "capacity")));
 		}
 		printf("  counters:\n");
@@ -569,21 +652,6 @@ static int map_walk(const char *name, int (*in_slot)(const void *key, uint32_t s
 	err = sm_map_each(fd, slot_one, &w);
 	close(fd);
 	return err;
-}
-
-static int dest_in_slot(const void *key, uint32_t slot)
-{
-	return ((const struct sm_dest_key *)key)->slot == slot;
-}
-
-static int cgroup_in_slot(const void *key, uint32_t slot)
-{
-	return ((const struct sm_cgroup_key *)key)->slot == slot;
-}
-
-static int rule_in_slot(const void *key, uint32_t slot)
-{
-	return ((const struct sm_rule_key *)key)->slot == slot;
 }
 
 struct svc_ctx {
