@@ -279,8 +279,8 @@ static int slot_count_one(const void *key, void *value, void *ctx)
  * may use, half of max_entries; for the others every entry.
  * -errno when the map cannot be read.
  */
-static int map_fill(const char *name, int (*in_slot)(const void *key, uint32_t slot),
-		    uint32_t slot, long *n, uint32_t *max)
+static int map_fill(const char *name, int (*in_slot)(const void *key, uint32_t slot), uint32_t slot,
+		    long *n, uint32_t *max)
 {
 	struct slot_count c = {in_slot, slot, 0};
 	struct bpf_map_info info = {};
@@ -304,16 +304,11 @@ static const struct {
 	const char *name;
 	int (*in_slot)(const void *key, uint32_t slot); /* policy maps */
 } status_maps[] = {
-	{SM_STR(SM_MAP_CGROUP), cgroup_in_slot},
-	{SM_STR(SM_MAP_DEST), dest_in_slot},
-	{SM_STR(SM_MAP_SVC), svc_in_slot},
-	{SM_STR(SM_MAP_BACKEND), backend_in_slot},
-	{SM_STR(SM_MAP_RULE), rule_in_slot},
-	{SM_STR(SM_MAP_QCFG), qcfg_in_slot},
-	{SM_STR(SM_MAP_QSTATE), NULL},
-	{SM_STR(SM_MAP_PAIR), NULL},
-	{SM_STR(SM_MAP_CANARY), NULL},
-	{SM_STR(SM_MAP_NAMES), NULL},
+	{SM_STR(SM_MAP_CGROUP), cgroup_in_slot}, {SM_STR(SM_MAP_DEST), dest_in_slot},
+	{SM_STR(SM_MAP_SVC), svc_in_slot},	 {SM_STR(SM_MAP_BACKEND), backend_in_slot},
+	{SM_STR(SM_MAP_RULE), rule_in_slot},	 {SM_STR(SM_MAP_QCFG), qcfg_in_slot},
+	{SM_STR(SM_MAP_QSTATE), NULL},		 {SM_STR(SM_MAP_PAIR), NULL},
+	{SM_STR(SM_MAP_CANARY), NULL},		 {SM_STR(SM_MAP_NAMES), NULL},
 };
 
 static int read_stats(uint64_t *out)
@@ -558,8 +553,7 @@ static int do_status(int argc, char **argv)
 		long n = 0;
 
 		/* A map that cannot be read has no numbers (null). */
-		if (map_fill(status_maps[i].name, status_maps[i].in_slot, act.slot & 1, &n,
-			     &max)) {
+		if (map_fill(status_maps[i].name, status_maps[i].in_slot, act.slot & 1, &n, &max)) {
 			json_object_object_add(m, "entries", NULL);
 			json_object_object_add(m, "capacity", NULL);
 		} else {
@@ -1172,8 +1166,9 @@ static struct json_object *explain_json(int fd, const struct sm_sk *s, struct sm
 		json_object_object_add(o, "rule", NULL);
 		json_object_object_add(
 			o, "note",
-			json_object_new_string("no connection was decided for this socket; a refused "
-					       "connect() is recorded in the flow log only"));
+			json_object_new_string(
+				"no connection was decided for this socket; a refused "
+				"connect() is recorded in the flow log only"));
 	}
 	sockmesh_trace_id_hex(s->trace_id, hex);
 	json_object_object_add(o, "trace_id",
@@ -1371,7 +1366,9 @@ int main(int argc, char **argv)
 	int c;
 
 	sm_log_init("sockmesh", SM_LOG_WARN);
-	while ((c = getopt_long(argc, argv, "jhf", opts, NULL)) != -1) {
+	/* Our messages, not getopt's (which name the binary by its path). */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":jhf", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b': g.bpffs = optarg; break;
 		case 'c': g.cgroup = optarg; break;
@@ -1382,7 +1379,18 @@ int main(int argc, char **argv)
 		case 'V': g.verdict = optarg; break;
 		case 'f': g.follow = true; break;
 		case 'h': fputs(usage, stdout); return EXIT_SUCCESS;
-		default: fputs(usage, stderr); return EXIT_FAILURE;
+		case ':': p_err("option '%s' needs a value", argv[optind - 1]); return EXIT_FAILURE;
+		default:
+			/* getopt names a short option by optopt, a long one not. */
+			if (optopt)
+				p_err("unknown option '-%c' (try 'sockmesh help'; '--' ends "
+				      "options)",
+				      optopt);
+			else
+				p_err("unknown option '%s' (try 'sockmesh help'; '--' ends "
+				      "options)",
+				      argv[optind - 1]);
+			return EXIT_FAILURE;
 		}
 	}
 	if (optind >= argc || !strcmp(argv[optind], "help")) {

@@ -9,6 +9,8 @@
 #     skipped and counted on stderr; fields a record lacks print as "-";
 #     a --flow-log that is a directory is an error naming it.
 #   - explain: PID and FD are digits only and in range; errors quote them.
+#   - options: unknown options and missing values are errors of ours (not
+#     getopt's, which name the binary by its path).
 set -euo pipefail
 source "$(dirname "$0")/../lib/sandbox.sh"
 
@@ -88,3 +90,18 @@ sb_assert_json "explain --json: an error object naming the PID as typed" \
 # A PID no process has (above any pid_max the kernel allows, 2^22).
 cli explain 4194305 0
 assert_error "explain: no such process" "process 4194305: No such process"
+
+# --- options: our own messages, the program named "sockmesh" ---
+
+cli --bogus status
+assert_error "unknown long option" \
+	"unknown option '--bogus' (try 'sockmesh help'; '--' ends options)"
+cli -jx status
+sb_assert_json "-jx: the error object of --json" \
+	'.error == "unknown option '"'-x'"' (try '"'sockmesh help'"'; '"'--'"' ends options)"' \
+	"$OUT"
+cli status --bpffs
+assert_error "an option without its value" "option '--bpffs' needs a value"
+cli explain -- -1 0
+assert_error "explain -- -1 0: a bad PID" \
+	"PID '-1' is not a process id (a number from 1 to 2147483647)"
