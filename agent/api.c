@@ -4,6 +4,7 @@
  * under /v1. Handlers run on the HTTP thread and take the agent lock only
  * to copy what they report.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,7 +330,7 @@ static int h_flows(const struct sm_http_req *req, struct sm_http_resp *resp, voi
 					  q.event);
 	if (limit) {
 		v = strtol(limit, &end, 10);
-		if (*end || end == limit || v < 1 || v > 1000000)
+		if (!isdigit((unsigned char)limit[0]) || *end || v < 1 || v > 1000000)
 			return sm_http_resp_error(resp, 400,
 						  "limit: '%s' is not a "
 						  "number from 1 to 1000000",

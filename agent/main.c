@@ -3,6 +3,7 @@
  * sockmesh-agent: loads the datapath, keeps the policy in force, writes
  * the flow log and serves HTTP. See `sockmesh-agent --help`.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -38,9 +39,11 @@ static const char usage[] =
 	"  --listen ADDR:PORT   HTTP address (default " SM_DEFAULT_LISTEN ")\n"
 	"  --flow-log FILE      flow log, JSON lines (default " SM_DEFAULT_FLOW_LOG ");\n"
 	"                       \"\" keeps flows in memory only\n"
-	"  --flow-log-max-bytes N   rotate the flow log at N bytes (default 64 MiB)\n"
+	"  --flow-log-max-bytes N   rotate the flow log at N bytes (default 64 MiB;\n"
+	"                       0: never)\n"
 	"  --flow-log-keep N    rotated flow logs kept (default 3)\n"
-	"  --flow-window N      flow records kept in memory (default 65536)\n"
+	"  --flow-window N      flow records kept in memory for /v1/flows (default\n"
+	"                       65536; 0: none)\n"
 	"  --map-size NAME=N    entries of a map (per policy for policy maps; bytes\n"
 	"                       for events); the names and defaults are below\n"
 	"  --token-file FILE    require 'Authorization: Bearer <token>' over HTTP\n"
@@ -108,7 +111,8 @@ static int parse_uint(const char *opt, const char *arg, unsigned long long max,
 
 	errno = 0;
 	*out = strtoull(arg, &end, 10);
-	if (errno || end == arg || *end || *out > max || arg[0] == '-') {
+	/* Digits only: strtoull would take " 5", "+5" and "-5" too. */
+	if (errno || !isdigit((unsigned char)arg[0]) || *end || *out > max) {
 		fprintf(stderr,
 			"sockmesh-agent: --%s: '%s' is not a number "
 			"from 0 to %llu\n",

@@ -6,7 +6,8 @@
 # server's (getsockopt on the accepted socket); the flow log holds a
 # connect and a close record for each side with that id, the close records
 # carry the exact bytes each way (both sides count bytes_sent from src, the
-# client, to dst), and GET /v1/flows?trace_id= returns them.
+# client, to dst), and GET /v1/flows?trace_id= returns them (limit= bounds
+# them; a limit that is not a number from 1 to 1000000 is a 400).
 set -euo pipefail
 # shellcheck source=tests/lib/sandbox.sh
 source "$(dirname "$0")/../lib/sandbox.sh"
@@ -101,6 +102,16 @@ sb_assert_json "GET /v1/flows?trace_id= returns the 4 records" \
 sb_assert_json "the API and the file agree on the close records" \
 	"([.[] | select(.event == \"close\") | [.side, .bytes_sent, .bytes_received]] | sort) ==
 	 [[\"client\", $SEND, $reply], [\"server\", $SEND, $reply]]" "$api"
+api=$(curl -fsS --max-time 5 "$MESH_URL/v1/flows?trace_id=$tid&limit=2")
+sb_assert_json "GET /v1/flows?trace_id=&limit=2: the newest 2 of them" \
+	"length == 2 and all(.[]; .trace_id == \"$tid\")" "$api"
+for bad in 0 -1 +2 " 2" 2x 1000001; do
+	code=$(curl -sS --max-time 5 -o "$SB_WORK/limit.out" -w '%{http_code}' \
+		-G --data-urlencode "limit=$bad" "$MESH_URL/v1/flows")
+	sb_assert_eq "limit='$bad': 400" 400 "$code"
+	sb_assert_json "limit='$bad': the error names it" \
+		".error | test(\"limit: '\")" "$(cat "$SB_WORK/limit.out")"
+done
 
 # Step 4: getsockopt right after connect() (smtest trace), v4 and v4-mapped:
 # the server's accepted socket reads the same id.
