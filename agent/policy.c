@@ -1839,6 +1839,10 @@ static int yaml_error(struct parser *ps, const yaml_parser_t *yp, const char *bu
 		return -ENOMEM;
 	if (yp->error == YAML_READER_ERROR)
 		loc = offset_loc(buf, len, yp->problem_offset);
+	/* The one cause of this that people meet: an editor's tab. */
+	if (!strcmp(problem, "found character that cannot start any token") &&
+	    yp->problem_mark.index < len && buf[yp->problem_mark.index] == '\t')
+		problem = "a tab here; YAML indents with spaces only";
 	if (yp->context)
 		report(ps, loc, "invalid YAML: %s (%s at line %zu, column %zu)", problem,
 		       yp->context, yp->context_mark.line + 1, yp->context_mark.column + 1);

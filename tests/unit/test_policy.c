@@ -984,6 +984,8 @@ static void test_empty_and_bad_yaml(void **state)
 		     {2, 8, {"invalid YAML: control characters are not allowed"}});
 	check_errors("apiVersion: sockmesh/v1\n---\napiVersion: sockmesh/v1\n",
 		     {2, 1, {"one YAML document"}});
+	check_errors("apiVersion: sockmesh/v1\nservices:\n\ta: {}\n",
+		     {3, 1, {"invalid YAML: a tab here; YAML indents with spaces only"}});
 }
 
 /* HEAD, then n levels of [], then TAIL, in a new string. */
