@@ -492,7 +492,7 @@ static uint64_t now_ns(void)
 	return ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
 }
 
-/* mkdir -p for the directory that holds path. */
+/* mkdir -p for the directory that holds path, saying what it made. */
 static int mkdir_parents(const char *path)
 {
 	char *dir, *p;
@@ -512,7 +512,9 @@ static int mkdir_parents(const char *path)
 			continue;
 		c = *p;
 		*p = '\0';
-		if (mkdir(dir, 0750) && errno != EEXIST) {
+		if (!mkdir(dir, 0750)) {
+			pr_info("flow log: made directory %s\n", dir);
+		} else if (errno != EEXIST) {
 			err = -errno;
 			break;
 		}
