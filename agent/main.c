@@ -228,6 +228,20 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 		fprintf(stderr, "sockmesh-agent: --policy FILE is required\n");
 		return -EINVAL;
 	}
+	/* Logs and /v1/status name the file in full; a symlink stays one. */
+	if (o->policy[0] != '/') {
+		static char abs_policy[PATH_MAX];
+		char cwd[PATH_MAX];
+
+		if (!getcwd(cwd, sizeof(cwd)) ||
+		    snprintf(abs_policy, sizeof(abs_policy), "%s/%s", cwd, o->policy) >=
+			    (int)sizeof(abs_policy)) {
+			fprintf(stderr, "sockmesh-agent: --policy '%s': path too long\n",
+				o->policy);
+			return -ENAMETOOLONG;
+		}
+		o->policy = abs_policy;
+	}
 	if (!o->tls_cert != !o->tls_key) {
 		fprintf(stderr, "sockmesh-agent: --tls-cert and --tls-key go "
 				"together\n");
