@@ -152,6 +152,7 @@ static int check_files(const struct sm_opts *o)
 	struct sockaddr_storage ss;
 	socklen_t len;
 	size_t i;
+	int err;
 
 	if (sm_http_parse_listen(o->listen, &ss, &len)) {
 		fprintf(stderr,
@@ -162,9 +163,10 @@ static int check_files(const struct sm_opts *o)
 	}
 	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		if (files[i] && access(files[i], R_OK)) {
+			err = -errno;
 			fprintf(stderr, "sockmesh-agent: %s '%s': %s\n", flags[i], files[i],
-				strerror(errno));
-			return -errno;
+				strerror(-err));
+			return err;
 		}
 	}
 	return 0;
