@@ -19,8 +19,14 @@ struct sm_query {
 	__u32 slot;
 	__u32 src;  /* the calling socket's service */
 	__u32 list; /* enum sm_list to pick backends from */
+	/*
+	 * The service of a socket on this host that takes dst although the
+	 * policy does not list dst (sock.h local_owner); WORLD: none.
+	 */
+	__u32 local_svc;
+	__u8 local_subset;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 pad[2];
 };
 
 struct sm_decision {
@@ -260,7 +266,7 @@ __noinline int __sock_decide(const struct sm_query *q, const struct sm_sockaddr 
 			     struct sm_decision *d)
 {
 	struct sm_svc_key skey = {};
-	struct sm_dest_val *dv;
+	struct sm_dest_val *dv, local;
 	struct sm_svc_val *sv;
 	struct sm_config *cfg;
 	__u32 pick, slot, src;
@@ -280,6 +286,17 @@ __noinline int __sock_decide(const struct sm_query *q, const struct sm_sockaddr 
 
 	/* Step 1: what is being dialled. Not in the mesh: defaults.egress. */
 	dv = dest_lookup(slot, dst, proto);
+	if (!dv && q->local_svc != SM_SVC_WORLD) {
+		/* A service's socket on this host takes it: an endpoint of it. */
+		skey.svc = q->local_svc;
+		sv = bpf_map_lookup_elem(&SM_MAP_SVC, &skey);
+		local.svc = q->local_svc;
+		local.kind = SM_DEST_ENDPOINT;
+		local.mode = sv ? sv->mode : SM_MODE_ENFORCE;
+		local.subset = q->local_subset;
+		local.pad = 0;
+		dv = &local;
+	}
 	if (!dv) {
 		d->dst_svc = SM_SVC_WORLD;
 		d->reason = SM_WHY_EGRESS_ALLOW;

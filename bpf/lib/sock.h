@@ -214,6 +214,74 @@ static __always_inline int xlate_note(struct sm_sk *s, __u32 slot, const struct 
 	return 1;
 }
 
+/* 127.0.0.0/8 or ::1 (an IPv4-mapped one is IPv4 here). */
+static __always_inline int addr_is_loopback(const struct sm_addr *a)
+{
+	if (addr_is_v4(a))
+		return (bpf_ntohl(a->a[3]) >> 24) == 127;
+	return !a->a[0] && !a->a[1] && !a->a[2] && a->a[3] == bpf_htonl(1);
+}
+
+/*
+ * The service whose socket on this network namespace takes what is sent
+ * to dst: a TCP listener or a bound UDP socket of a managed service, when
+ * the policy does not list dst (a server bound to all addresses is also
+ * reachable on 127.0.0.1). It counts when it is bound to dst's address
+ * itself, or to all addresses and dst is a loopback address: a socket
+ * bound to all addresses also matches addresses of other hosts, and this
+ * hook cannot tell those from the host's own. WORLD when there is none.
+ * Not inlined: the lookup's tuple gets a stack frame of its own.
+ */
+static __noinline __u32 local_owner(struct bpf_sock_addr *ctx, const struct sm_sockaddr *dst,
+				    __u8 proto, __u8 *subset)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	struct sm_sk *ls;
+	__u32 svc = SM_SVC_WORLD, size;
+	int v4, wild, same;
+
+	if (!dst || !subset)
+		return SM_SVC_WORLD;
+	v4 = addr_is_v4(&dst->addr);
+	if (v4) {
+		t.ipv4.daddr = dst->addr.a[3];
+		t.ipv4.dport = dst->port;
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.daddr, dst->addr.a, sizeof(t.ipv6.daddr));
+		t.ipv6.dport = dst->port;
+		size = sizeof(t.ipv6);
+	}
+	if (proto == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return SM_SVC_WORLD;
+
+	/* Step 1: bound to dst's address, or to all of them. */
+	if (sk->family == AF_INET) {
+		wild = !sk->src_ip4;
+		same = v4 && sk->src_ip4 == dst->addr.a[3];
+	} else {
+		wild = !(sk->src_ip6[0] | sk->src_ip6[1] | sk->src_ip6[2] | sk->src_ip6[3]);
+		same = sk->src_ip6[0] == dst->addr.a[0] && sk->src_ip6[1] == dst->addr.a[1] &&
+		       sk->src_ip6[2] == dst->addr.a[2] && sk->src_ip6[3] == dst->addr.a[3];
+	}
+
+	/* Step 2: a socket of a service names that service. */
+	if (same || (wild && addr_is_loopback(&dst->addr))) {
+		ls = bpf_sk_storage_get(&SM_MAP_SK, sk, 0, 0);
+		if (ls) {
+			svc = ls->svc;
+			*subset = ls->subset;
+		}
+	}
+	bpf_sk_release(sk);
+	return svc;
+}
+
 /*
  * The forward half. dst is the address the application gave; when the
  * result is 1 it has been rewritten and the hook must store it back.
@@ -262,6 +330,14 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_socka
 	/* A UDP answer to a peer outside the mesh: the peer's flow. */
 	if (!d.kind && proto == IPPROTO_UDP && s && udp_peer_known(s, dst))
 		return 0;
+	/* Not in the policy, but a service of this host takes it: decide again. */
+	if (!d.kind) {
+		q.local_svc = local_owner(ctx, dst, proto, &q.local_subset);
+		if (q.local_svc != SM_SVC_WORLD) {
+			__builtin_memset(&d, 0, sizeof(d));
+			err = __sock_decide(&q, dst, &d);
+		}
+	}
 	if (err) {
 		sock_record_reject(s, src, dst, proto, &d);
 		return err;

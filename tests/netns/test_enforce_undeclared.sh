@@ -1,19 +1,29 @@
 #!/bin/bash
 # SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
 #
-# A port a service listens on but does not list among its endpoints is
-# still the service's: a client on the same node that dials it, taking it
-# for no service (egress), is checked on the way in by the service it is,
-# and needs a rule like any other caller.
+# A port or address a service takes but the policy does not list is still
+# the service's, and needs a rule like any other:
+#   - on the same network namespace, connect() and sendto() to a socket of
+#     the service that is bound to the address dialled, or bound to all
+#     addresses and dialled on a loopback address (127.0.0.1), are decided
+#     as connections to the service at once: EPERM without a rule, through
+#     with one, and the client's flow record and the metrics name the
+#     service, TCP and UDP;
+#   - from another network namespace of the node, the way in knows better:
+#     a client that took the port for no service (egress) has its SYN
+#     dropped by the service's ingress check unless a rule lets it in.
 set -euo pipefail
 # shellcheck source=tests/lib/sandbox.sh
 source "$(dirname "$0")/../lib/sandbox.sh"
 
 sb_need_root
+sb_need_cmd jq
 sb_init
 
 API=198.18.5.2
 sb_netns node "$API/32" 198.18.5.3/32 198.18.5.4/32
+sb_netns peer
+sb_veth node 198.18.6.1/24 peer 198.18.6.2/24
 for cg in api db web; do
 	sb_cgroup "/$cg" >/dev/null
 done
@@ -21,47 +31,83 @@ policy=$SB_WORK/policy.yaml
 cat >"$policy" <<EOF
 apiVersion: sockmesh/v1
 services:
-  api: {cgroups: [$SB_CGROOT/api], endpoints: ["$API:9000"]}
+  api: {cgroups: [$SB_CGROOT/api], protocol: both, endpoints: ["$API:9000"]}
   db: {cgroups: [$SB_CGROOT/db], endpoints: ["198.18.5.3:5432"]}
   web: {cgroups: [$SB_CGROOT/web], endpoints: ["198.18.5.4:80"]}
 rules:
-  - {from: web, to: api, ports: [9000, 9001]}
+  - {from: web, to: api, ports: [9000, 9001, 9002, 9003]}
 EOF
-for port in 9000 9001; do
-	pid=$(sb_run /api node "$SB_SMTEST" serve --listen "$API:$port" \
-		--tag "api$port" --log "$SB_WORK/api$port.jsonl")
+serve() {	# ADDR:PORT TAG [--udp]
+	local pid
+	pid=$(sb_run /api node "$SB_SMTEST" serve --listen "$1" --tag "$2" \
+		--log "$SB_WORK/$2.jsonl" "${@:3}")
 	sb_wait_ready "$pid"
-done
+}
 sb_agent_start sockmesh "$policy"
 flows=$(sb_agent sockmesh flows)
+serve "$API:9000" api9000
+serve "$API:9001" api9001
+serve "0.0.0.0:9002" any9002
+serve "0.0.0.0:9003" udp9003 --udp
 
-connect() {	# CGROUP PORT
-	sb_exec "/$1" node "$SB_SMTEST" connect --to "$API:$2" --count 1 \
-		--timeout-ms 500
+connect() {	# CGROUP ADDR:PORT [NETNS [smtest args]]
+	sb_exec "/$1" "${3:-node}" "$SB_SMTEST" connect --to "$2" --count 1 \
+		--timeout-ms 1500 "${@:4}"
+}
+
+# The client's last record of a call from SRC to ORIG_DST.
+client_record() {	# SRC ORIG_DST
+	sb_wait_for "$1's record for $2" 10 bash -c \
+		"jq -e -s 'map(select(.side == \"client\" and .src == \"$1\" and
+		 .orig_dst == \"$2\")) | length >= 1' '$flows' >/dev/null"
+	jq -c -s "map(select(.side == \"client\" and .src == \"$1\" and
+		.orig_dst == \"$2\" and .event != \"close\")) | last" "$flows"
 }
 
 # The declared port: db has no rule, so connect() says EPERM at once.
 sb_assert_json "db -> api:9000 (declared, no rule): EPERM" \
-	'.results == {"EPERM": 1}' "$(connect db 9000)"
+	'.results == {"EPERM": 1}' "$(connect db "$API:9000")"
 
-# The undeclared port: the client's side takes it for egress (allowed),
-# the way in knows better and drops the SYN.
-sb_assert_json "db -> api:9001 (undeclared, no rule): no connection" \
-	'.results == {"ETIMEDOUT": 1}' "$(connect db 9001)"
-sb_assert_eq "db -> api:9001: the server saw nothing" 0 \
-	"$(cat "$SB_WORK/api9001.jsonl" 2>/dev/null | wc -l)"
+# Same namespace, undeclared: decided at once by the service that has it.
+sb_assert_json "db -> $API:9001 (bound to it, no rule): EPERM" \
+	'.results == {"EPERM": 1}' "$(connect db "$API:9001")"
+sb_assert_json "db -> 127.0.0.1:9002 (bound to all, no rule): EPERM" \
+	'.results == {"EPERM": 1}' "$(connect db 127.0.0.1:9002)"
+sb_assert_json "db -> 127.0.0.1:9002: the client's record names api" \
+	'.event == "deny" and .dst == "api" and .verdict == "denied" and
+	 .reason == "no_rule"' "$(client_record db 127.0.0.1:9002)"
+sb_assert_json "db -> 127.0.0.1:9003 UDP (bound to all, no rule): EPERM" \
+	'.results == {"EPERM": 1}' "$(connect db 127.0.0.1:9003 node --udp)"
+sb_assert_eq "... nothing reached the UDP server" 0 \
+	"$(cat "$SB_WORK/udp9003.jsonl" 2>/dev/null | wc -l)"
+
+# With a rule naming the port, the same calls go through, named api.
+sb_assert_json "web -> $API:9001 (a rule): ok" \
+	'.results == {"ok": 1} and .tags == {"api9001": 1}' \
+	"$(connect web "$API:9001")"
+sb_assert_json "web -> 127.0.0.1:9002 (a rule): ok" \
+	'.results == {"ok": 1} and .tags == {"any9002": 1}' \
+	"$(connect web 127.0.0.1:9002)"
+sb_assert_json "web -> 127.0.0.1:9002: the client's record names api" \
+	'.event == "connect" and .dst == "api" and .verdict == "allowed" and
+	 .reason == "rule"' "$(client_record web 127.0.0.1:9002)"
+sb_assert_json "web -> 127.0.0.1:9003 UDP (a rule): answered" \
+	'.results == {"ok": 1} and .tags == {"udp9003": 1}' \
+	"$(connect web 127.0.0.1:9003 node --udp)"
+sb_assert_ge "counted as web -> api, allowed" \
+	"$(sb_metric sockmesh sockmesh_connections_total \
+		'src="web",dst="api",verdict="allowed"')" 3
+
+# Another namespace of the node: the client (egress to it) is let out;
+# api's way in drops the SYN, and records the deny on the server side.
+sb_assert_json "db in peer -> 198.18.6.1:9002 (no rule): no connection" \
+	'.results == {"ETIMEDOUT": 1}' "$(connect db 198.18.6.1:9002 peer)"
+sb_assert_eq "... the server saw nothing" 0 \
+	"$(cat "$SB_WORK/any9002.jsonl" | jq -s 'map(select(.peer | startswith("198.18.6.2"))) | length')"
 sb_wait_for "the server side's deny record" 10 bash -c \
 	"jq -e -s 'map(select(.event == \"deny\" and .side == \"server\" and
 	 .src == \"db\" and .dst == \"api\" and
-	 .orig_dst == \"$API:9001\")) | length >= 1' '$flows' >/dev/null"
-sb_assert_ge "counted as denied db -> api" \
-	"$(sb_metric sockmesh sockmesh_connections_total \
-		'src="db",dst="api",verdict="denied"')" 1
-
-# With a rule naming the port, the same connection goes through.
-sb_assert_json "web -> api:9001 (undeclared, a rule): ok" \
-	'.results == {"ok": 1} and .tags == {"api9001": 1}' \
-	"$(connect web 9001)"
-sb_assert_json "web -> api:9000 (declared, a rule): ok" \
-	'.results == {"ok": 1} and .tags == {"api9000": 1}' \
-	"$(connect web 9000)"
+	 .orig_dst == \"198.18.6.1:9002\")) | length >= 1' '$flows' >/dev/null"
+sb_assert_json "web in peer -> 198.18.6.1:9002 (a rule): ok" \
+	'.results == {"ok": 1} and .tags == {"any9002": 1}' \
+	"$(connect web 198.18.6.1:9002 peer)"
