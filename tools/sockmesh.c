@@ -898,18 +898,15 @@ struct flow_pos {
  * Print the matching records of one file from p->pos on, and move p->pos
  * past what was read. 0, or -errno when the file cannot be opened.
  */
-static int flow_scan(const char *path, struct flow_pos *p, const struct flow_filter *f)
+static void flow_scan_fp(FILE *fp, struct flow_pos *p, const struct flow_filter *f)
 {
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	FILE *fp;
 
-	fp = fopen(path, "re");
-	if (!fp)
-		return -errno;
-	if (p->pos > 0)
-		fseek(fp, p->pos, SEEK_SET);
+	clearerr(fp);
+	if (fseek(fp, p->pos, SEEK_SET))
+		return;
 	while ((n = getline(&line, &cap, fp)) > 0) {
 		struct json_object *o;
 
@@ -926,8 +923,18 @@ static int flow_scan(const char *path, struct flow_pos *p, const struct flow_fil
 		json_object_put(o);
 	}
 	free(line);
-	fclose(fp);
 	fflush(stdout);
+}
+
+static int flow_scan(const char *path, struct flow_pos *p, const struct flow_filter *f)
+{
+	FILE *fp;
+
+	fp = fopen(path, "re");
+	if (!fp)
+		return -errno;
+	flow_scan_fp(fp, p, f);
+	fclose(fp);
 	return 0;
 }
 
@@ -939,6 +946,43 @@ static void flow_skipped(const char *path, struct flow_pos *p)
 	p_warn("%s: skipped %lu line%s that %s not flow records", path, p->skipped,
 	       p->skipped == 1 ? "" : "s", p->skipped == 1 ? "is" : "are");
 	p->skipped = 0;
+}
+
+/*
+ * Follow the flow log as the agent writes it. The file stays open: when
+ * the agent rotates it (renames it away and starts a new one), what was
+ * written to the old file after the last read is read from it first.
+ */
+static void flow_follow(struct flow_pos *p, const struct flow_filter *f)
+{
+	struct timespec ts = {0, 200 * 1000 * 1000};
+	struct stat open_st, path_st;
+	FILE *fp;
+
+	fp = fopen(g.flow_log, "re");
+	for (;;) {
+		if (fp) {
+			flow_scan_fp(fp, p, f);
+			flow_skipped(g.flow_log, p);
+		}
+		nanosleep(&ts, NULL);
+		/* Between a rotation's two renames the file may be missing. */
+		if (stat(g.flow_log, &path_st))
+			continue;
+		if (fp && !fstat(fileno(fp), &open_st) && open_st.st_ino == path_st.st_ino &&
+		    open_st.st_dev == path_st.st_dev) {
+			if (path_st.st_size < p->pos)
+				p->pos = 0; /* cut short in place: from the start */
+			continue;
+		}
+		/* Rotated: the rest of the old file, then the new one. */
+		if (fp) {
+			flow_scan_fp(fp, p, f);
+			fclose(fp);
+		}
+		fp = fopen(g.flow_log, "re");
+		p->pos = 0;
+	}
 }
 
 static int do_flows(int argc, char **argv)
@@ -996,16 +1040,8 @@ static int do_flows(int argc, char **argv)
 		return err;
 	}
 	flow_skipped(g.flow_log, &p);
-	while (follow) {
-		struct timespec ts = {0, 200 * 1000 * 1000};
-
-		nanosleep(&ts, NULL);
-		if (!stat(g.flow_log, &st) && st.st_size < p.pos)
-			p.pos = 0; /* rotated: start the new file */
-		/* Between a rotation's two renames the file may be missing. */
-		flow_scan(g.flow_log, &p, &f);
-		flow_skipped(g.flow_log, &p);
-	}
+	if (follow)
+		flow_follow(&p, &f);
 	return 0;
 }
 

@@ -105,3 +105,30 @@ assert_error "an option without its value" "option '--bpffs' needs a value"
 cli explain -- -1 0
 assert_error "explain -- -1 0: a bad PID" \
 	"PID '-1' is not a process id (a number from 1 to 2147483647)"
+
+# --- flows --follow across a rotation ---
+
+# Records r1.. as the agent writes them (what they say does not matter).
+rec() {
+	local i
+	for i in "$@"; do
+		printf '{"ts":"t%d","event":"connect","side":"client","src":"a","dst":"b","verdict":"allowed"}\n' "$i"
+	done
+}
+flog=$SB_WORK/follow.jsonl
+rec 1 2 >"$flog"
+pid=$(sb_run "" "" "$SB_BUILD/sockmesh" --flow-log "$flog" --json flows --follow)
+sb_wait_for "follow: the first records" 10 bash -c \
+	"[[ \$(grep -c . '$(sb_out "$pid")') -ge 2 ]]"
+# The agent rotates: the file is renamed, a record still lands in it
+# (written just before the rename), then the new file starts.
+rec 3 >>"$flog"
+mv "$flog" "$flog.1"
+rec 4 >>"$flog.1"
+rec 5 6 >"$flog"
+sb_wait_for "follow: every record across the rotation" 10 bash -c \
+	"[[ \$(grep -c . '$(sb_out "$pid")') -ge 6 ]]"
+sleep 0.5
+sb_assert_eq "follow: each record once, in order" "t1 t2 t3 t4 t5 t6" \
+	"$(jq -r .ts "$(sb_out "$pid")" | xargs)"
+sb_stop "$pid"
