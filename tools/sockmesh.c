@@ -779,6 +779,23 @@ static void rule_one(const void *key, const void *val, void *ctx)
 	json_object_array_add(c->rules, o);
 }
 
+static const char *rule_str(struct json_object *r, const char *key)
+{
+	const char *v = json_object_get_string(json_object_object_get(r, key));
+
+	return v ? v : "";
+}
+
+/* Same rule, source, destination and protocol? 0 if so. */
+static int rule_cmp_keys(struct json_object *x, struct json_object *y)
+{
+	return json_object_get_int64(json_object_object_get(x, "rule")) !=
+		       json_object_get_int64(json_object_object_get(y, "rule")) ||
+	       strcmp(rule_str(x, "from"), rule_str(y, "from")) ||
+	       strcmp(rule_str(x, "to"), rule_str(y, "to")) ||
+	       strcmp(rule_str(x, "protocol"), rule_str(y, "protocol"));
+}
+
 static int rule_cmp(const void *a, const void *b)
 {
 	struct json_object *x = *(struct json_object *const *)a;
@@ -786,9 +803,34 @@ static int rule_cmp(const void *a, const void *b)
 	int64_t rx = json_object_get_int64(json_object_object_get(x, "rule"));
 	int64_t ry = json_object_get_int64(json_object_object_get(y, "rule"));
 
+	static const char *const keys[] = {"from", "to", "protocol"};
+	int64_t px, py;
+	size_t i;
+	int c;
+
 	if (rx != ry)
 		return rx < ry ? -1 : 1;
-	return strcmp(json_object_to_json_string(x), json_object_to_json_string(y));
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		c = strcmp(rule_str(x, keys[i]), rule_str(y, keys[i]));
+		if (c)
+			return c;
+	}
+	/* By port as a number, "any" (no port) first: ranges come out whole. */
+	px = json_object_object_get(x, "port")
+		     ? json_object_get_int64(json_object_object_get(x, "port"))
+		     : -1;
+	py = json_object_object_get(y, "port")
+		     ? json_object_get_int64(json_object_object_get(y, "port"))
+		     : -1;
+	return px < py ? -1 : px > py;
+}
+
+/* Entries i and j (j after i) are one rule's consecutive ports. */
+static bool rule_next_port(struct json_object *a, int64_t last, struct json_object *b)
+{
+	struct json_object *pb = json_object_object_get(b, "port");
+
+	return pb && json_object_get_int64(pb) == last + 1 && !rule_cmp_keys(a, b);
 }
 
 static int do_policy(int argc, char **argv)
@@ -796,7 +838,7 @@ static int do_policy(int argc, char **argv)
 	struct rule_ctx c = {};
 	struct sm_names names;
 	struct sm_active act;
-	size_t i;
+	size_t i, j;
 	int err;
 
 	(void)argv;
@@ -818,16 +860,28 @@ static int do_policy(int argc, char **argv)
 	} else {
 		printf("policy generation %" PRIu64 ": %zu rule entries in force\n",
 		       (uint64_t)act.generation, json_object_array_length(c.rules));
-		for (i = 0; i < json_object_array_length(c.rules); i++) {
+		/* One line per rule and protocol: consecutive ports as a range. */
+		for (i = 0; i < json_object_array_length(c.rules); i = j) {
 			struct json_object *r = json_object_array_get_idx(c.rules, i);
 			struct json_object *port = json_object_object_get(r, "port");
+			int64_t first = port ? json_object_get_int64(port) : -1, last = first;
+			char ports[32];
 
+			for (j = i + 1;
+			     port && j < json_object_array_length(c.rules) &&
+			     rule_next_port(r, last, json_object_array_get_idx(c.rules, j));
+			     j++)
+				last++;
+			if (!port)
+				snprintf(ports, sizeof(ports), "any");
+			else if (first == last)
+				snprintf(ports, sizeof(ports), "%" PRId64, first);
+			else
+				snprintf(ports, sizeof(ports), "%" PRId64 "-%" PRId64, first, last);
 			printf("  rule %-4" PRId64 " %s -> %s port %s/%s\n",
 			       json_object_get_int64(json_object_object_get(r, "rule")),
-			       json_object_get_string(json_object_object_get(r, "from")),
-			       json_object_get_string(json_object_object_get(r, "to")),
-			       port ? json_object_get_string(port) : "any",
-			       json_object_get_string(json_object_object_get(r, "protocol")));
+			       rule_str(r, "from"), rule_str(r, "to"), ports,
+			       rule_str(r, "protocol"));
 		}
 	}
 	json_object_put(c.rules);

@@ -6,7 +6,7 @@
 # entries of the policy in force (the active slot) out of what one policy
 # may hold, not both slots out of max_entries. Checked after the first
 # policy and after a reload that leaves a smaller policy beside the old
-# one in the other slot.
+# one in the other slot. `sockmesh policy` shows a port range as one.
 set -euo pipefail
 # shellcheck source=tests/netns/ops_lib.sh
 source "$(dirname "$0")/ops_lib.sh"
@@ -54,3 +54,19 @@ sb_wait_for "the reload is applied" 30 \
 assert_same "after a reload"
 sb_assert_le "after a reload: fewer rules in force" \
 	"$(metric sockmesh_map_entries 'map="sm_rule"')" $((first - 1))
+
+# `sockmesh policy` shows a rule's consecutive ports as one range, as the
+# policy wrote them, though each port is a map entry of its own.
+g=$(metric sockmesh_policy_generation)
+ops_write "$OPS_POLICY" "$(ops_policy 1 0 '  - {from: client, to: [stable], ports: ["8000-8002", 8080]}')"
+sb_wait_for "the reload with a port range is applied" 30 \
+	bash -c "[[ \$(curl -fsS $(sb_agent sockmesh url)/metrics |
+		awk '/^sockmesh_policy_generation / { print \$2 }') == $((g + 1)) ]]"
+text=$("$SB_BUILD/sockmesh" --bpffs "$SB_BPFFS" policy)
+sb_assert_match "policy: the range on one line" \
+	"rule [0-9]+ +client -> stable port 8000-8002/tcp" "$text"
+sb_assert_match "policy: the single port beside it" \
+	"rule [0-9]+ +client -> stable port 8080/tcp" "$text"
+sb_assert_eq "policy --json: one entry per port" 4 \
+	"$("$SB_BUILD/sockmesh" --json --bpffs "$SB_BPFFS" policy |
+		jq '[.rules[] | select(.to == "stable" and .port >= 8000)] | length')"
