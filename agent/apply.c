@@ -353,8 +353,8 @@ int sm_apply(struct sm_applier *a, struct sm_image *img, struct sm_diags *diags)
 	if (a->stale) {
 		err = reread(a);
 		if (err) {
-			sm_diags_add(diags, (struct sm_loc){0, 0}, "policy maps: cannot read back: %s",
-				     strerror(-err));
+			sm_diags_add(diags, (struct sm_loc){0, 0},
+				     "policy maps: cannot read back: %s", strerror(-err));
 			return err;
 		}
 	}
