@@ -689,6 +689,8 @@ static struct MHD_Daemon *daemon_start(struct sm_http *h, const struct sm_http_o
 				MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_SOCK_ADDR,
 				ss, MHD_OPTION_CONNECTION_LIMIT,
 				opts->max_conns ? opts->max_conns : DEFAULT_MAX_CONNS,
+				MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+				opts->max_per_ip ? opts->max_per_ip : DEFAULT_MAX_PER_IP,
 				MHD_OPTION_CONNECTION_TIMEOUT,
 				opts->timeout_s ? opts->timeout_s : DEFAULT_TIMEOUT_S,
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
