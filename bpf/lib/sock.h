@@ -224,9 +224,9 @@ static __always_inline int addr_is_loopback(const struct sm_addr *a)
 
 /*
  * The service whose socket on this network namespace takes what is sent
- * to dst: a TCP listener or a bound UDP socket of a managed service, when
- * the policy does not list dst (a server bound to all addresses is also
- * reachable on 127.0.0.1). It counts when it is bound to dst's address
+ * to dst: a TCP listener (or a bound UDP socket) of a managed service,
+ * when the policy does not list dst (a server bound to all addresses is
+ * also reachable on 127.0.0.1). It counts when it is bound to dst's address
  * itself, or to all addresses and dst is a loopback address: a socket
  * bound to all addresses also matches addresses of other hosts, and this
  * hook cannot tell those from the host's own. WORLD when there is none.
@@ -330,8 +330,12 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_socka
 	/* A UDP answer to a peer outside the mesh: the peer's flow. */
 	if (!d.kind && proto == IPPROTO_UDP && s && udp_peer_known(s, dst))
 		return 0;
-	/* Not in the policy, but a service of this host takes it: decide again. */
-	if (!d.kind) {
+	/*
+	 * Not in the policy, but a service's listener on this host takes it:
+	 * decide again. TCP only: a UDP datagram to a bound socket may be a
+	 * reply to it, which the sender cannot always know (UDP stays egress).
+	 */
+	if (!d.kind && proto == IPPROTO_TCP) {
 		q.local_svc = local_owner(ctx, dst, proto, &q.local_subset);
 		if (q.local_svc != SM_SVC_WORLD) {
 			__builtin_memset(&d, 0, sizeof(d));
