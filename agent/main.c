@@ -235,9 +235,15 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 		static char abs_policy[PATH_MAX];
 		char cwd[PATH_MAX];
 
-		if (!getcwd(cwd, sizeof(cwd)) ||
-		    snprintf(abs_policy, sizeof(abs_policy), "%s/%s", cwd, o->policy) >=
-			    (int)sizeof(abs_policy)) {
+		if (!getcwd(cwd, sizeof(cwd))) {
+			fprintf(stderr,
+				"sockmesh-agent: --policy '%s': the working directory: %s; "
+				"give the full path\n",
+				o->policy, strerror(errno));
+			return -EINVAL;
+		}
+		if (snprintf(abs_policy, sizeof(abs_policy), "%s/%s", cwd, o->policy) >=
+		    (int)sizeof(abs_policy)) {
 			fprintf(stderr, "sockmesh-agent: --policy '%s': path too long\n",
 				o->policy);
 			return -ENAMETOOLONG;

@@ -1994,9 +1994,12 @@ static int read_all(int fd, char **out, size_t *len)
 		/* One byte more than read, for the terminating NUL. */
 		if (n + 1 >= cap) {
 			err = -EFBIG;
-			if (cap >= MAX_FILE)
+			if (n > MAX_FILE)
 				goto err_free;
 			cap = cap ? cap * 2 : 65536;
+			/* MAX_FILE bytes, one to tell a longer file, and the NUL. */
+			if (cap > MAX_FILE + 2)
+				cap = MAX_FILE + 2;
 			err = -ENOMEM;
 			tmp = realloc(buf, cap);
 			if (!tmp)
@@ -2014,6 +2017,9 @@ static int read_all(int fd, char **out, size_t *len)
 			break;
 		n += r;
 	}
+	err = -EFBIG;
+	if (n > MAX_FILE)
+		goto err_free;
 	buf[n] = '\0';
 	*out = buf;
 	*len = n;
