@@ -1003,17 +1003,18 @@ static void flow_skipped(const char *path, struct flow_pos *p)
 }
 
 /*
- * Follow the flow log as the agent writes it. The file stays open: when
- * the agent rotates it (renames it away and starts a new one), what was
- * written to the old file after the last read is read from it first.
+ * Follow the flow log as the agent writes it, from fp (the file as read
+ * so far). The file stays open: when the agent rotates it (renames it
+ * away and starts a new one), what was written to the old file after the
+ * last read is read from it first. Two rotations within one poll (0.2 s)
+ * skip the file between them.
  */
-static void flow_follow(struct flow_pos *p, const struct flow_filter *f)
+__attribute__((noreturn)) static void flow_follow(FILE *fp, struct flow_pos *p,
+						  const struct flow_filter *f)
 {
 	struct timespec ts = {0, 200 * 1000 * 1000};
 	struct stat open_st, path_st;
-	FILE *fp;
 
-	fp = fopen(g.flow_log, "re");
 	for (;;) {
 		if (fp) {
 			flow_scan_fp(fp, p, f);
@@ -1046,6 +1047,7 @@ static int do_flows(int argc, char **argv)
 	bool follow = g.follow;
 	char path[PATH_MAX];
 	struct stat st;
+	FILE *fp;
 	int i, err;
 
 	(void)argv;
@@ -1088,14 +1090,17 @@ static int do_flows(int argc, char **argv)
 		flow_skipped(path, &p);
 	}
 	p.pos = 0;
-	err = flow_scan(g.flow_log, &p, &f);
-	if (err) {
+	fp = fopen(g.flow_log, "re");
+	if (!fp) {
+		err = -errno;
 		p_err("flow log %s: %s (see --flow-log)", g.flow_log, strerror(-err));
 		return err;
 	}
+	flow_scan_fp(fp, &p, &f);
 	flow_skipped(g.flow_log, &p);
 	if (follow)
-		flow_follow(&p, &f);
+		flow_follow(fp, &p, &f); /* until the user stops it */
+	fclose(fp);
 	return 0;
 }
 
@@ -1342,11 +1347,12 @@ static int need_bpffs(const char *path)
 	return -EINVAL;
 }
 
-/* Every entry of <bpffs>/<sub> is a BPF pin (bpf_obj_get opens it)? */
+/* Every entry of <bpffs>/<sub> is one of our pins (sm_*, bpf_obj_get opens it)? */
 static int only_pins(const char *sub)
 {
 	char dir[PATH_MAX], path[PATH_MAX + 256];
 	struct dirent *de;
+	struct stat st;
 	int err, fd;
 	DIR *d;
 
@@ -1366,6 +1372,14 @@ static int only_pins(const char *sub)
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		/* Ours by name, and a pin itself, not a link to another one. */
+		if (strncmp(de->d_name, "sm_", 3) || lstat(path, &st) || S_ISLNK(st.st_mode)) {
+			err = -EINVAL;
+			p_err("%s is not a sockmesh pin; uninstall removes those only, "
+			      "nothing was removed",
+			      path);
+			break;
+		}
 		fd = bpf_obj_get(path);
 		if (fd >= 0) {
 			close(fd);
@@ -1471,15 +1485,19 @@ int main(int argc, char **argv)
 		case 'h': fputs(usage, stdout); return EXIT_SUCCESS;
 		case ':': p_err("option '%s' needs a value", argv[optind - 1]); return EXIT_FAILURE;
 		default:
-			/* getopt names a short option by optopt, a long one not. */
-			if (optopt)
+			/*
+			 * A long option is named by the word itself (optopt may
+			 * hold its letter when it was given a value it does not
+			 * take); a short one by optopt.
+			 */
+			if (!strncmp(argv[optind - 1], "--", 2))
+				p_err("option '%s' is unknown, ambiguous or takes no value "
+				      "(try 'sockmesh help')",
+				      argv[optind - 1]);
+			else
 				p_err("unknown option '-%c' (try 'sockmesh help'; '--' ends "
 				      "options)",
 				      optopt);
-			else
-				p_err("unknown option '%s' (try 'sockmesh help'; '--' ends "
-				      "options)",
-				      argv[optind - 1]);
 			return EXIT_FAILURE;
 		}
 	}

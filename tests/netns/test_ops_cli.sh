@@ -95,7 +95,10 @@ assert_error "explain: no such process" "process 4194305: No such process"
 
 cli --bogus status
 assert_error "unknown long option" \
-	"unknown option '--bogus' (try 'sockmesh help'; '--' ends options)"
+	"option '--bogus' is unknown, ambiguous or takes no value (try 'sockmesh help')"
+cli --json=1 status
+assert_error "a value for a flag" \
+	"option '--json=1' is unknown, ambiguous or takes no value (try 'sockmesh help')"
 cli -jx status
 sb_assert_json "-jx: the error object of --json" \
 	'.error == "unknown option '"'-x'"' (try '"'sockmesh help'"'; '"'--'"' ends options)"' \

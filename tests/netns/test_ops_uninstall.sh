@@ -111,8 +111,12 @@ sb_assert_eq "agent stopped: still enforcing" '{"EPERM":1}' \
 pins=$(cd "$SB_BPFFS" && find . | sort)
 mkdir "$SB_BPFFS/maps/stray"
 assert_refused "a directory among the pins" "$SB_BPFFS" \
-	"^Error: $SB_BPFFS/maps/stray is not a BPF pin; .*nothing was removed"
+	"^Error: $SB_BPFFS/maps/stray is not a sockmesh pin; .*nothing was removed"
 rmdir "$SB_BPFFS/maps/stray"
+mkdir "$SB_BPFFS/maps/sm_stray"
+assert_refused "a directory named like our pins" "$SB_BPFFS" \
+	"^Error: $SB_BPFFS/maps/sm_stray is not a BPF pin; .*nothing was removed"
+rmdir "$SB_BPFFS/maps/sm_stray"
 sb_assert_eq "... every pin still there" "$pins" \
 	"$(cd "$SB_BPFFS" && find . | sort)"
 sb_assert_eq "... still enforcing" '{"EPERM":1}' "$(result "$OPS_LOCKED")"
