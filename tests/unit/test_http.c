@@ -729,8 +729,7 @@ static void test_idle_clients(void **state)
 	}
 	/* libmicrohttpd lets the connection at the limit in too. */
 	assert_in_range(closed, 47, 48);
-	request(sm_http_port(h), "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-		&r);
+	request(sm_http_port(h), "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
 	assert_int_equal(r.status, 200);
 	reply_free(&r);
 	for (i = 0; i < 64; i++)
