@@ -20,8 +20,8 @@ struct sm_query {
 	__u32 src;  /* the calling socket's service */
 	__u32 list; /* enum sm_list to pick backends from */
 	/*
-	 * The service of a socket on this host that takes dst although the
-	 * policy does not list dst (sock.h local_owner); WORLD: none.
+	 * The service of a TCP listener on this host that takes dst although
+	 * the policy does not list dst (sock.h local_owner); WORLD: none.
 	 */
 	__u32 local_svc;
 	__u8 local_subset;
@@ -287,7 +287,7 @@ __noinline int __sock_decide(const struct sm_query *q, const struct sm_sockaddr 
 	/* Step 1: what is being dialled. Not in the mesh: defaults.egress. */
 	dv = dest_lookup(slot, dst, proto);
 	if (!dv && q->local_svc != SM_SVC_WORLD) {
-		/* A service's socket on this host takes it: an endpoint of it. */
+		/* A service's listener on this host takes it: its endpoint. */
 		skey.svc = q->local_svc;
 		sv = bpf_map_lookup_elem(&SM_MAP_SVC, &skey);
 		local.svc = q->local_svc;

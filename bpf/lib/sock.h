@@ -223,17 +223,17 @@ static __always_inline int addr_is_loopback(const struct sm_addr *a)
 }
 
 /*
- * The service whose socket on this network namespace takes what is sent
- * to dst: a TCP listener (or a bound UDP socket) of a managed service,
- * when the policy does not list dst (a server bound to all addresses is
- * also reachable on 127.0.0.1). It counts when it is bound to dst's address
- * itself, or to all addresses and dst is a loopback address: a socket
- * bound to all addresses also matches addresses of other hosts, and this
- * hook cannot tell those from the host's own. WORLD when there is none.
- * Not inlined: the lookup's tuple gets a stack frame of its own.
+ * The service whose TCP listener on this network namespace takes a
+ * connection to dst, when the policy does not list dst (a server bound to
+ * all addresses is also reachable on 127.0.0.1). It counts when it is
+ * bound to dst's address itself, or to all addresses and dst is a
+ * loopback address: a listener bound to all addresses also matches
+ * addresses of other hosts, and this hook cannot tell those from the
+ * host's own. WORLD when there is none. Not inlined: the lookup's tuple
+ * gets a stack frame of its own.
  */
 static __noinline __u32 local_owner(struct bpf_sock_addr *ctx, const struct sm_sockaddr *dst,
-				    __u8 proto, __u8 *subset)
+				    __u8 *subset)
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
@@ -253,10 +253,7 @@ static __noinline __u32 local_owner(struct bpf_sock_addr *ctx, const struct sm_s
 		t.ipv6.dport = dst->port;
 		size = sizeof(t.ipv6);
 	}
-	if (proto == IPPROTO_TCP)
-		sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
-	else
-		sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return SM_SVC_WORLD;
 
@@ -336,7 +333,7 @@ static __always_inline int __sock_fwd(struct bpf_sock_addr *ctx, struct sm_socka
 	 * reply to it, which the sender cannot always know (UDP stays egress).
 	 */
 	if (!d.kind && proto == IPPROTO_TCP) {
-		q.local_svc = local_owner(ctx, dst, proto, &q.local_subset);
+		q.local_svc = local_owner(ctx, dst, &q.local_subset);
 		if (q.local_svc != SM_SVC_WORLD) {
 			__builtin_memset(&d, 0, sizeof(d));
 			err = __sock_decide(&q, dst, &d);
