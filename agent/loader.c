@@ -801,20 +801,19 @@ static void prog_name(__u32 id, char *name, size_t len)
 static int foreign_check(struct sm_dp *dp)
 {
 	char path[PATH_MAX], name[BPF_OBJ_NAME_LEN];
-	__u32 ids[64], ours, i;
+	__u32 *ids, n, ours, i;
 	unsigned int h;
-	int err;
+	int err = 0;
 
-	for (h = 0; h < dp->n_hooks; h++) {
-		LIBBPF_OPTS(bpf_prog_query_opts, q, .prog_ids = ids, .prog_cnt = 64);
-
+	for (h = 0; h < dp->n_hooks && !err; h++) {
 		err = sm_pin_link_path(dp->bpffs, dp->hooks[h].prog, path, sizeof(path));
 		if (err)
-			return err;
-		ours = pinned_link_prog(path);
-		if (bpf_prog_query_opts(dp->cgroup_fd, dp->hooks[h].attach_type, &q))
+			break;
+		/* A hook that cannot be asked has nothing to say here. */
+		if (sm_prog_ids(dp->cgroup_fd, dp->hooks[h].attach_type, 0, &ids, &n))
 			continue;
-		for (i = 0; i < q.prog_cnt; i++) {
+		ours = pinned_link_prog(path);
+		for (i = 0; i < n && !err; i++) {
 			if (ids[i] == ours)
 				continue;
 			prog_name(ids[i], name, sizeof(name));
@@ -825,9 +824,43 @@ static int foreign_check(struct sm_dp *dp)
 				"with 'sockmesh uninstall --bpffs DIR' (its pin directory), "
 				"or give this agent another --cgroup\n",
 				dp->cgroup, name, ids[i]);
-			return -EEXIST;
+			err = -EEXIST;
 		}
+		free(ids);
 	}
+	return err;
+}
+
+/*
+ * However many there are: ask for the count, then for the ids, and again
+ * if programs were attached in between.
+ */
+int sm_prog_ids(int cgroup_fd, int attach_type, __u32 flags, __u32 **ids, __u32 *n)
+{
+	LIBBPF_OPTS(bpf_prog_query_opts, q, .query_flags = flags);
+	int tries, err = -ENOSPC;
+
+	*ids = NULL;
+	*n = 0;
+	if (bpf_prog_query_opts(cgroup_fd, attach_type, &q))
+		return -errno;
+	for (tries = 0; tries < 3 && err == -ENOSPC; tries++) {
+		__u32 cap = q.prog_cnt + 8;
+
+		free(*ids);
+		*ids = calloc(cap, sizeof(**ids));
+		if (!*ids)
+			return -ENOMEM;
+		q.prog_ids = *ids;
+		q.prog_cnt = cap;
+		err = bpf_prog_query_opts(cgroup_fd, attach_type, &q) ? -errno : 0;
+	}
+	if (err) {
+		free(*ids);
+		*ids = NULL;
+		return err;
+	}
+	*n = q.prog_cnt;
 	return 0;
 }
 

@@ -91,6 +91,13 @@ const char *sm_dp_size_name(enum sm_map_size s);
 /* Entries a policy may use in map s (per slot for slotted maps). */
 uint32_t sm_dp_size_limit(const uint32_t *sizes, enum sm_map_size s);
 
+/*
+ * The ids of the programs on a cgroup for one attach type: attached to it
+ * (flags 0) or all that run for it (BPF_F_QUERY_EFFECTIVE). *ids is
+ * allocated (free it); 0 or -errno.
+ */
+int sm_prog_ids(int cgroup_fd, int attach_type, __u32 flags, __u32 **ids, __u32 *n);
+
 int sm_dp_load(struct sm_dp *dp, const struct sm_dp_opts *opts);
 int sm_dp_attach(struct sm_dp *dp);
 /* Close our fds; pinned links keep the programs attached. */

@@ -13,40 +13,19 @@
 #include "agent.h"
 #include "log.h"
 
-#define FEW_PROGS 64
-
-/*
- * Is prog_id among the programs that run for this hook on the cgroup?
- * The effective list sums every level above, so it may be longer than
- * one cgroup's limit: on ENOSPC the kernel says how long, ask again.
- */
+/* Is prog_id among the programs that run for this hook on the cgroup? */
 static int hook_effective(int cgroup_fd, int attach_type, __u32 prog_id)
 {
-	__u32 few[FEW_PROGS], *ids = few, cnt = FEW_PROGS, i;
-	int err, tries;
+	__u32 *ids, n, i;
+	int err;
 
-	for (tries = 0; tries < 3; tries++) {
-		LIBBPF_OPTS(bpf_prog_query_opts, q, .query_flags = BPF_F_QUERY_EFFECTIVE,
-			    .prog_ids = ids, .prog_cnt = cnt);
-
-		err = bpf_prog_query_opts(cgroup_fd, attach_type, &q) ? -errno : 0;
-		if (err == -ENOSPC && q.prog_cnt > cnt) {
-			if (ids != few)
-				free(ids);
-			cnt = q.prog_cnt + 8;
-			ids = calloc(cnt, sizeof(*ids));
-			if (!ids)
-				return -ENOMEM;
-			continue;
-		}
-		for (i = 0; !err && i < q.prog_cnt && ids[i] != prog_id; i++)
-			;
-		err = err ?: i < q.prog_cnt;
-		break;
-	}
-	if (ids != few)
-		free(ids);
-	return err;
+	err = sm_prog_ids(cgroup_fd, attach_type, BPF_F_QUERY_EFFECTIVE, &ids, &n);
+	if (err)
+		return err;
+	for (i = 0; i < n && ids[i] != prog_id; i++)
+		;
+	free(ids);
+	return i < n;
 }
 
 void sm_selfcheck(struct sm_agent *a)
